@@ -1,0 +1,28 @@
+"""The ``walrep`` command."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from walrep import __version__
+from walrep.cli.demo import demo
+
+
+@click.group()
+@click.version_option(__version__, prog_name="walrep")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level to stderr.")
+def cli(verbose: bool) -> None:
+    """walrep: a two-node active-passive replicated event log for analytics."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,267 @@
+"""WAL frame codec: pure functions from events to bytes and back (no IO, no clock).
+
+One frame holds one batch of consecutive events. All integers are little-endian.
+
+Frame layout (header is ``HEADER_SIZE`` = 42 bytes)::
+
+    pos  size  field
+      0     4  magic            b"WALR"
+      4     1  format version   1
+      5     4  crc32c           CRC32C (Castagnoli) of bytes 9..42 of the header
+                                followed by the payload (everything after this field)
+      9     8  base offset      u64, offset of the first event in the batch
+     17     4  event count      u32, >= 1
+     21     8  epoch            u64, lease epoch of the writer
+     29     8  ingest time ms   u64, milliseconds since the Unix epoch, set by the sequencer
+     37     1  codec flags      bit 0: payload is lz4-block compressed; other bits zero
+     38     4  payload length   u32, bytes of payload that follow the header
+     42     n  payload
+
+Payload, before compression: the UTF-8 JSON array (orjson) of the batch's events, one
+JSON array per event::
+
+    [stream, attributes]                     event without producer identity
+    [stream, attributes, producer_id, seq]   event from an idempotent producer
+
+When flag bit 0 is set the stored payload is ``u32 uncompressed length`` followed by
+the lz4 block. Compression is used only above ``compress_threshold_bytes`` and only
+when it makes the payload smaller.
+
+Checks, in order, when reading: magic and version (not covered by the CRC, compared to
+constants), payload length <= the batch limit, all bytes present, CRC32C, then the
+decoded event count equals the header's count. A frame that passes the CRC but fails to
+decode is reported as corrupt, never returned.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import google_crc32c
+import lz4.block
+import orjson
+
+from walrep.errors import InvalidEventError, LimitExceededError, LogError
+
+MAGIC: Final = b"WALR"
+FORMAT_VERSION: Final = 1
+FLAG_LZ4: Final = 0x01
+KNOWN_FLAGS: Final = FLAG_LZ4
+
+_HEADER: Final = struct.Struct("<4sBIQIQQBI")
+HEADER_SIZE: Final = _HEADER.size
+CRC_START: Final = 9  # the CRC covers everything from this header position on
+_LZ4_SIZE: Final = struct.Struct("<I")
+
+assert HEADER_SIZE == 42, HEADER_SIZE
+assert _HEADER.unpack(b"\0" * 5 + b"\xff" * 4 + b"\0" * 33)[2] == 0xFFFFFFFF  # crc at 5..9
+
+
+class MalformedFrameError(LogError):
+    """Bytes that are not a valid frame (codec level: the caller adds file and position)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: its stream, its attributes and, optionally, its producer identity.
+
+    ``attributes`` must be a JSON object (str keys; str, int, float, bool, None, list,
+    dict values). ``producer_id`` and ``seq`` come together or not at all.
+    """
+
+    stream: str
+    attributes: Mapping[str, Any]
+    producer_id: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """A batch's payload, ready to be framed: the unit an "already-encoded" append takes."""
+
+    payload: bytes
+    count: int
+    flags: int
+    uncompressed_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    base_offset: int
+    count: int
+    epoch: int
+    ingest_time_ms: int
+    flags: int
+    payload_bytes: int
+    crc: int
+
+    @property
+    def end_offset(self) -> int:
+        """One past the last offset in the frame."""
+        return self.base_offset + self.count
+
+    @property
+    def frame_bytes(self) -> int:
+        return HEADER_SIZE + self.payload_bytes
+
+
+class FrameStatus(enum.Enum):
+    """What ``inspect_frame`` found at a position of a buffer."""
+
+    OK = "ok"
+    SHORT_HEADER = "fewer bytes than a header left"
+    BAD_MAGIC = "magic or format version wrong"
+    BAD_HEADER = "header fields out of range"
+    SHORT_PAYLOAD = "payload runs past the end"
+    BAD_CRC = "CRC32C mismatch"
+
+
+def encode_event(event: Event, max_event_bytes: int) -> bytes:
+    """Encode one event as its JSON array; raise a typed error for bad or oversized input."""
+    if not isinstance(event.stream, str) or not event.stream:
+        raise InvalidEventError(f"stream name must be a non-empty string, got {event.stream!r}")
+    if not isinstance(event.attributes, Mapping):
+        raise InvalidEventError(f"attributes must be a mapping, got {type(event.attributes)}")
+    row: list[Any]
+    if event.producer_id is None and event.seq is None:
+        row = [event.stream, event.attributes]
+    elif isinstance(event.producer_id, str) and event.producer_id and _is_seq(event.seq):
+        row = [event.stream, event.attributes, event.producer_id, event.seq]
+    else:
+        raise InvalidEventError("producer_id (non-empty str) and seq (int >= 0) go together")
+    try:
+        encoded = orjson.dumps(row)
+    except TypeError as e:  # orjson.JSONEncodeError is a TypeError
+        raise InvalidEventError(f"event on stream {event.stream!r} is not JSON: {e}") from e
+    if len(encoded) > max_event_bytes:
+        raise LimitExceededError(f"event on stream {event.stream!r}", len(encoded), max_event_bytes)
+    return encoded
+
+
+def _is_seq(seq: object) -> bool:
+    return isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63
+
+
+def encode_batch(
+    events: Sequence[Event],
+    *,
+    max_event_bytes: int,
+    max_batch_bytes: int,
+    compress_threshold_bytes: int,
+) -> EncodedBatch:
+    """Encode events into one payload; nothing is returned unless every event is valid."""
+    if not events:
+        raise InvalidEventError("a batch needs at least one event")
+    raw = b"[" + b",".join([encode_event(e, max_event_bytes) for e in events]) + b"]"
+    return pack_payload(raw, len(events), max_batch_bytes, compress_threshold_bytes)
+
+
+def pack_payload(
+    raw: bytes, count: int, max_batch_bytes: int, compress_threshold_bytes: int
+) -> EncodedBatch:
+    """Compress an encoded JSON array if that pays off, and check the batch limit."""
+    if len(raw) > max_batch_bytes:
+        raise LimitExceededError(f"batch of {count} events", len(raw), max_batch_bytes)
+    if len(raw) >= compress_threshold_bytes:
+        block: bytes = lz4.block.compress(raw, store_size=False)
+        if len(block) + _LZ4_SIZE.size < len(raw):
+            return EncodedBatch(_LZ4_SIZE.pack(len(raw)) + block, count, FLAG_LZ4, len(raw))
+    return EncodedBatch(raw, count, 0, len(raw))
+
+
+def frame_crc(header_tail: bytes | memoryview, payload: bytes | memoryview) -> int:
+    """CRC32C over the header after the CRC field, then the payload."""
+    # google_crc32c takes only bytes: views are copied here, at the one boundary.
+    head = header_tail if isinstance(header_tail, bytes) else bytes(header_tail)
+    body = payload if isinstance(payload, bytes) else bytes(payload)
+    return int(google_crc32c.extend(google_crc32c.value(head), body))
+
+
+def parse_header(frame: bytes | memoryview, pos: int = 0) -> FrameHeader:
+    """The header fields at ``pos``, unchecked: for frames this process just built."""
+    _, _, crc, base, count, epoch, ingest, flags, size = _HEADER.unpack_from(frame, pos)
+    return FrameHeader(base, count, epoch, ingest, flags, size, crc)
+
+
+def build_frame(batch: EncodedBatch, *, base_offset: int, epoch: int, ingest_time_ms: int) -> bytes:
+    """Header + payload as one bytes object, CRC computed over the exact bytes written."""
+    assert batch.count >= 1 and base_offset >= 0 and epoch >= 0 and ingest_time_ms >= 0
+    head = _HEADER.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        0,
+        base_offset,
+        batch.count,
+        epoch,
+        ingest_time_ms,
+        batch.flags,
+        len(batch.payload),
+    )
+    crc = frame_crc(head[CRC_START:], batch.payload)
+    return head[:5] + crc.to_bytes(4, "little") + head[CRC_START:] + batch.payload
+
+
+def inspect_frame(
+    buf: bytes | memoryview, pos: int, max_payload_bytes: int
+) -> tuple[FrameStatus, FrameHeader | None]:
+    """Check the frame starting at ``buf[pos]``: the header (if readable) and a status.
+
+    Pure and total: any bytes give a status, never an exception.
+    """
+    if len(buf) - pos < HEADER_SIZE:
+        return FrameStatus.SHORT_HEADER, None
+    magic, version, crc, base, count, epoch, ingest, flags, size = _HEADER.unpack_from(buf, pos)
+    if magic != MAGIC or version != FORMAT_VERSION:
+        return FrameStatus.BAD_MAGIC, None
+    header = FrameHeader(base, count, epoch, ingest, flags, size, crc)
+    if count == 0 or flags & ~KNOWN_FLAGS or size > max_payload_bytes or base + count >= 2**63:
+        return FrameStatus.BAD_HEADER, header
+    end = pos + HEADER_SIZE + size
+    if end > len(buf):
+        return FrameStatus.SHORT_PAYLOAD, header
+    if frame_crc(buf[pos + CRC_START : pos + HEADER_SIZE], buf[pos + HEADER_SIZE : end]) != crc:
+        return FrameStatus.BAD_CRC, header
+    return FrameStatus.OK, header
+
+
+def decode_payload(
+    header: FrameHeader, payload: bytes | memoryview, max_batch_bytes: int
+) -> list[Event]:
+    """Decode a CRC-checked payload into events; ``MalformedFrameError`` if it is not one."""
+    data = bytes(payload)
+    if header.flags & FLAG_LZ4:
+        if len(data) < _LZ4_SIZE.size:
+            raise MalformedFrameError("compressed payload shorter than its size prefix")
+        (raw_size,) = _LZ4_SIZE.unpack_from(data)
+        if raw_size > max_batch_bytes:
+            raise MalformedFrameError(f"uncompressed size {raw_size} over the batch limit")
+        try:
+            data = lz4.block.decompress(data[_LZ4_SIZE.size :], uncompressed_size=raw_size)
+        except lz4.block.LZ4BlockError as e:
+            raise MalformedFrameError(f"lz4 block does not decompress: {e}") from e
+    try:
+        rows = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise MalformedFrameError(f"payload is not JSON: {e}") from e
+    if not isinstance(rows, list) or len(rows) != header.count:
+        raise MalformedFrameError(f"payload does not hold {header.count} events")
+    return [_event_from_row(row) for row in rows]
+
+
+def _event_from_row(row: object) -> Event:
+    if isinstance(row, list):
+        if len(row) == 2 and isinstance(row[0], str) and isinstance(row[1], dict):
+            return Event(row[0], row[1])
+        if (
+            len(row) == 4
+            and isinstance(row[0], str)
+            and isinstance(row[1], dict)
+            and isinstance(row[2], str)
+            and _is_seq(row[3])
+        ):
+            return Event(row[0], row[1], row[2], row[3])
+    raise MalformedFrameError("payload element is not an event")

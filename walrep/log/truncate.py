@@ -1,0 +1,119 @@
+"""Crash-safe truncation of the log's tail, through a durable intent record.
+
+``truncate_after(offset)`` may have to delete several segments and cut one frame in
+two (when ``offset`` falls inside a batch). To make that all-or-nothing, the exact
+result is decided first and written as an intent record, atomically; then it is
+applied; then the record is removed. ``redo_pending`` on open applies a record left by
+a crash. Applying is idempotent, so a crash during the redo is also fine.
+
+Intent file ``truncate.pending``, little-endian::
+
+    magic "WALT" | version u8 | crc32c u32 of everything after it |
+    target offset u64 | segment base offset u64 | byte position u64 |
+    replacement length u32 | replacement frame (the events of the cut batch below the
+    target, re-framed with the same epoch and ingest time; empty at a frame boundary)
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import google_crc32c
+
+from walrep.errors import CorruptLogError
+from walrep.log.config import LogConfig
+from walrep.log.frame import HEADER_SIZE, build_frame, decode_payload, encode_batch
+from walrep.log.fsutil import fsync_dir, remove_durably, write_atomic
+from walrep.log.segment import INDEX_SUFFIX, Segment, parse_segment_name, segment_name
+
+MARKER = "truncate.pending"
+_HEAD = struct.Struct("<4sBIQQQI")
+_MAGIC = b"WALT"
+
+
+def truncate_segments(
+    directory: Path, segments: list[Segment], offset: int, config: LogConfig
+) -> list[Segment]:
+    """Cut the log so that ``offset`` is its end; returns the segments that remain."""
+    keep = max(i for i, s in enumerate(segments) if s.base_offset <= offset)
+    segment = segments[keep]
+    if offset == segment.end_offset:  # cut exactly at this segment's end
+        position, replacement = segment.size, b""
+    else:
+        position = segment.locate(offset)
+        header, frame = segment.read_frame(position, None, config.max_payload_bytes)
+        replacement = b""
+        if header.base_offset < offset:
+            events = decode_payload(header, frame[HEADER_SIZE:], config.max_batch_bytes)
+            batch = encode_batch(
+                events[: offset - header.base_offset],
+                max_event_bytes=config.max_event_bytes,
+                max_batch_bytes=config.max_batch_bytes,
+                compress_threshold_bytes=config.compress_threshold_bytes,
+            )
+            replacement = build_frame(
+                batch,
+                base_offset=header.base_offset,
+                epoch=header.epoch,
+                ingest_time_ms=header.ingest_time_ms,
+            )
+    body = (
+        _HEAD.pack(_MAGIC, 1, 0, offset, segment.base_offset, position, len(replacement))[9:]
+        + replacement
+    )
+    crc = google_crc32c.value(body)
+    write_atomic(directory / MARKER, _MAGIC + b"\x01" + crc.to_bytes(4, "little") + body)
+    for later in segments[keep + 1 :]:
+        later.close()
+    segment.close()
+    _apply(directory, segment.base_offset, position, replacement)
+    remove_durably(directory / MARKER)
+    segment.size = position + len(replacement)
+    segment.end_offset = offset
+    segment.index.cut(position)
+    if replacement:
+        segment.index.note(int.from_bytes(replacement[9:17], "little"), position)
+    return segments[: keep + 1]
+
+
+def _apply(directory: Path, segment_base: int, position: int, replacement: bytes) -> None:
+    """Delete later segments (newest first), cut the segment, write the replacement."""
+    later = sorted(
+        (base, name)
+        for name in os.listdir(directory)
+        if (base := parse_segment_name(name)) is not None and base > segment_base
+    )
+    for base, name in reversed(later):
+        (directory / name).unlink()
+        (directory / f"{base:020d}{INDEX_SUFFIX}").unlink(missing_ok=True)
+    (directory / f"{segment_base:020d}{INDEX_SUFFIX}").unlink(missing_ok=True)
+    fsync_dir(directory)
+    fd = os.open(directory / segment_name(segment_base), os.O_WRONLY)
+    try:
+        os.ftruncate(fd, position)
+        if replacement:
+            os.pwrite(fd, replacement, position)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def redo_pending(directory: Path) -> int | None:
+    """Finish a truncation a crash interrupted; returns its target offset, if any."""
+    path = directory / MARKER
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    if (
+        len(data) < _HEAD.size
+        or data[:4] != _MAGIC
+        or google_crc32c.value(data[9:]) != _HEAD.unpack_from(data)[2]
+    ):
+        raise CorruptLogError(str(path), 0, -1, "truncation intent record fails its checksum")
+    _, _, _, target, segment_base, position, size = _HEAD.unpack_from(data)
+    replacement = data[_HEAD.size : _HEAD.size + size]
+    _apply(directory, segment_base, position, replacement)
+    remove_durably(path)
+    return int(target)
