@@ -1,0 +1,172 @@
+"""Node configuration: YAML file, ``WALREP_...`` environment overrides, validated models.
+
+Environment variables override the file: ``WALREP_CLUSTER__HEARTBEAT_INTERVAL_MS=200``
+sets ``cluster.heartbeat_interval_ms`` (``__`` separates levels). Secrets never need to
+be in the file: a datasource's ``password_env`` names the variable that holds its
+password. Errors are ``ConfigError`` naming the file and the dotted key.
+
+Seed (WSO2 ``deployment.yaml``) keys and their counterparts here are listed in
+``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from walrep.errors import ConfigError
+from walrep.replica.lease import LeaseTiming
+
+DEFAULT_DATASOURCE = "WALREP_DB"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Section):
+    id: str = Field(min_length=1, max_length=128)  # seed: wso2.carbon.id
+    data_dir: Path = Path("data")
+
+
+class ClusterSection(_Section):
+    """seed: cluster.config (RDBMSCoordinationStrategy)."""
+
+    enabled: bool = True
+    group_id: str = Field("group-1", min_length=1, max_length=128)  # seed: groupId
+    datasource: str = DEFAULT_DATASOURCE  # seed: strategyConfig.datasource
+    heartbeat_interval_ms: int = Field(250, gt=0)  # seed: heartbeatInterval (5000)
+    heartbeat_max_retry: int = Field(3, ge=1)  # seed: heartbeatMaxRetry (5)
+    event_polling_interval_ms: int = Field(100, gt=0)  # seed: eventPollingInterval (5000)
+    # The leader stops trusting its lease this long before the database expires it.
+    safety_margin_ms: int | None = Field(None, gt=0)
+    db_call_timeout_ms: int | None = Field(None, gt=0)
+    table_prefix: str = Field("walrep_", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        """The lease lives for one heartbeat plus ``heartbeat_max_retry`` missed ones."""
+        return self.heartbeat_interval_ms * (self.heartbeat_max_retry + 1)
+
+    def lease_timing(self) -> LeaseTiming:
+        return LeaseTiming(
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            lease_ttl_ms=self.lease_ttl_ms,
+            safety_margin_ms=self.safety_margin_ms or self.heartbeat_interval_ms,
+            poll_interval_ms=self.event_polling_interval_ms,
+        )
+
+
+class DatasourceSection(_Section):
+    """seed: wso2.datasources[*] (jdbcUrl, username, password)."""
+
+    name: str
+    url: str  # SQLAlchemy URL or the seed's jdbc:mysql://... / jdbc:postgresql://...
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None  # name of an environment variable holding the password
+    connect_timeout_ms: int = Field(2000, gt=0)
+    pool_size: int = Field(4, gt=0, le=64)
+
+    def resolved_password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"datasource {self.name}: environment variable {self.password_env} is not set"
+                )
+            return value
+        return self.password.get_secret_value() if self.password else None
+
+
+class EventSyncServerSection(_Section):
+    """seed: deployment.config.eventSyncServer."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9893, ge=0, le=65535)
+    advertised_host: str | None = None
+    advertised_port: int | None = Field(None, ge=1, le=65535)
+
+
+class DeploymentSection(_Section):
+    """seed: deployment.config."""
+
+    type: Literal["ha", "single"] = "ha"
+    passive_node_details_wait_timeout_ms: int = Field(10_000, gt=0)  # seed: 300000
+    passive_node_details_retry_sleep_ms: int = Field(100, gt=0)  # seed: 500
+    event_buffer_capacity: int = Field(20_000, gt=0)  # seed: eventByteBufferQueueCapacity
+    event_sync_server: EventSyncServerSection = EventSyncServerSection()
+
+
+def _default_datasources() -> list[DatasourceSection]:
+    return [DatasourceSection(name=DEFAULT_DATASOURCE, url="sqlite+aiosqlite:///data/cluster.db")]
+
+
+class WalrepConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WALREP_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    node: NodeSection
+    cluster: ClusterSection = ClusterSection()
+    deployment: DeploymentSection = DeploymentSection()
+    datasources: list[DatasourceSection] = Field(default_factory=_default_datasources)
+    port_offset: int = Field(0, ge=0, le=10_000)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # the environment overrides the file
+
+    @model_validator(mode="after")
+    def _datasource_exists(self) -> WalrepConfig:
+        names = [d.name for d in self.datasources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"datasource names must be unique: {names}")
+        if self.cluster.datasource not in names:
+            raise ValueError(
+                f"cluster.datasource {self.cluster.datasource!r} is not one of {names}"
+            )
+        return self
+
+    def datasource(self, name: str) -> DatasourceSection:
+        return next(d for d in self.datasources if d.name == name)
+
+    @property
+    def event_sync_advertised(self) -> tuple[str, int]:
+        """Host and port the peer should connect to (``port_offset`` applied)."""
+        server = self.deployment.event_sync_server
+        port = server.advertised_port or server.port + self.port_offset
+        return server.advertised_host or server.host, port
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> WalrepConfig:
+    """Read, merge with the environment and validate; ``ConfigError`` names file and key."""
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping")
+    raw |= overrides or {}
+    try:
+        return WalrepConfig(**raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
+        )
+        raise ConfigError(f"{file}: {problems}") from e
