@@ -25,7 +25,12 @@ def test_round_trip_with_and_without_producer_identity() -> None:
     frame = build_frame(batch, base_offset=10, epoch=3, ingest_time_ms=1234)
     status, header = inspect_frame(frame, 0, 2**20)
     assert status is FrameStatus.OK and header is not None
-    assert (header.base_offset, header.count, header.epoch, header.ingest_time_ms) == (10, 2, 3, 1234)
+    assert (header.base_offset, header.count, header.epoch, header.ingest_time_ms) == (
+        10,
+        2,
+        3,
+        1234,
+    )
     assert header.frame_bytes == len(frame)
     assert decode_payload(header, frame[HEADER_SIZE:], 2**20) == events
 

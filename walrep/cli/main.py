@@ -8,6 +8,7 @@ import click
 
 from walrep import __version__
 from walrep.cli.demo import demo
+from walrep.cli.log_cmd import log_group
 
 
 @click.group()
@@ -22,6 +23,7 @@ def cli(verbose: bool) -> None:
 
 
 cli.add_command(demo)
+cli.add_command(log_group)
 
 
 def main() -> None:

@@ -8,7 +8,11 @@ segment size equals the file's size and its checksum verifies.
 File ``<base offset>.idx``, little-endian::
 
     magic "WALI" | version u8 | crc32c u32 of everything after it |
-    segment bytes u64 | end offset u64 | entry count u32 | (offset u64, position u64) * n
+    base offset u64 | segment bytes u64 | end offset u64 | last epoch u64 |
+    entry count u32 | (offset u64, position u64) * n
+
+The base offset, end offset and last epoch let open check a sealed segment's place in
+the log (contiguous offsets, epochs never going down) without scanning it.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ import bisect
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import google_crc32c
 
 from walrep.log.fsutil import write_atomic
 
-_HEAD = struct.Struct("<4sBIQQI")
+_HEAD = struct.Struct("<4sBIQQQQI")
 _ENTRY = struct.Struct("<QQ")
 _MAGIC = b"WALI"
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(slots=True)
@@ -51,8 +56,20 @@ class SparseIndex:
         del self.offsets[i:]
         del self.positions[i:]
 
-    def save(self, path: Path, segment_bytes: int, end_offset: int) -> None:
-        body = _HEAD.pack(_MAGIC, _VERSION, 0, segment_bytes, end_offset, len(self.offsets))[9:]
+    def save(
+        self, path: Path, *, base_offset: int, segment_bytes: int, end_offset: int, last_epoch: int
+    ) -> None:
+        head = _HEAD.pack(
+            _MAGIC,
+            _VERSION,
+            0,
+            base_offset,
+            segment_bytes,
+            end_offset,
+            last_epoch,
+            len(self.offsets),
+        )
+        body = head[9:]
         body += b"".join(
             _ENTRY.pack(o, p) for o, p in zip(self.offsets, self.positions, strict=True)
         )
@@ -61,20 +78,21 @@ class SparseIndex:
 
     @classmethod
     def load(
-        cls, path: Path, interval_bytes: int, segment_bytes: int
-    ) -> tuple[SparseIndex, int] | None:
-        """The index and its segment's end offset, or None if missing, damaged or stale."""
+        cls, path: Path, interval_bytes: int, *, base_offset: int, segment_bytes: int
+    ) -> LoadedIndex | None:
+        """The index, its segment's end offset and last epoch; None if missing, damaged or stale."""
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
         if len(data) < _HEAD.size:
             return None
-        magic, version, crc, size, end, count = _HEAD.unpack_from(data)
+        magic, version, crc, base, size, end, last_epoch, count = _HEAD.unpack_from(data)
         if (
             magic != _MAGIC
             or version != _VERSION
             or google_crc32c.value(data[9:]) != crc
+            or base != base_offset
             or size != segment_bytes
             or len(data) != _HEAD.size + count * _ENTRY.size
         ):
@@ -83,4 +101,10 @@ class SparseIndex:
         for o, p in _ENTRY.iter_unpack(data[_HEAD.size :]):
             index.offsets.append(o)
             index.positions.append(p)
-        return index, end
+        return LoadedIndex(index, end, last_epoch)
+
+
+class LoadedIndex(NamedTuple):
+    sparse: SparseIndex
+    end_offset: int
+    last_epoch: int

@@ -6,7 +6,8 @@ Steps, in order:
    truncation (``truncate.redo_pending``).
 2. Sealed segments: trust the sparse index when it is fresh (its recorded size equals
    the file's, its checksum verifies), else rebuild it by scanning every frame. Each
-   segment must start where the previous one ends.
+   segment must start where the previous one ends. A repair scans every segment: the
+   damage it is asked to cut is usually found by a read, behind a fresh index.
 3. The last segment: always scanned in full and judged by ``recovery.RECOVERY_TABLE``;
    a torn tail is truncated (and forced) and reported with its byte count.
 4. The epoch history: entries past the end dropped, epochs found in the last segment
@@ -28,7 +29,7 @@ from walrep.log.fsutil import fsync_dir
 from walrep.log.index import SparseIndex
 from walrep.log.recovery import Action, ScanResult, scan_segment
 from walrep.log.segment import Segment, parse_segment_name
-from walrep.log.truncate import redo_pending
+from walrep.log.truncate import finish_pending, redo_pending
 from walrep.log.types import RecoveryReport
 
 
@@ -62,7 +63,7 @@ def open_segments(
                 f"segment starts at offset {segment.base_offset}, previous one ends at {expected}"
             )
             damage = CorruptLogError(str(segment.path), 0, expected, reason)
-        elif not last and _load_index(segment, config):
+        elif not last and not repair and _load_index(segment, config):
             kept.append(segment)
             continue
         else:
@@ -70,7 +71,7 @@ def open_segments(
             if damage is None:
                 kept.append(segment)
                 if not last:
-                    segment.index.save(segment.index_path, segment.size, segment.end_offset)
+                    _save_index(segment)
                     report.indexes_rebuilt.append(segment.index_path.name)
                 continue
         if not repair:
@@ -82,6 +83,7 @@ def open_segments(
     log_end = kept[-1].end_offset
     if report.truncation_redone_to is not None:
         epochs.truncate_from(report.truncation_redone_to)
+        finish_pending(directory)
     epochs.truncate_from(log_end + 1)
     _add_missing_epochs(kept[-1], epochs, config)
     return kept, epochs, report
@@ -89,12 +91,27 @@ def open_segments(
 
 def _load_index(segment: Segment, config: LogConfig) -> bool:
     size = segment.path.stat().st_size
-    loaded = SparseIndex.load(segment.index_path, config.index_interval_bytes, size)
+    loaded = SparseIndex.load(
+        segment.index_path,
+        config.index_interval_bytes,
+        base_offset=segment.base_offset,
+        segment_bytes=size,
+    )
     if loaded is None or size == 0:
         return False
-    segment.index, segment.end_offset = loaded
+    segment.index, segment.end_offset, segment.last_epoch = loaded
     segment.size = size
     return True
+
+
+def _save_index(segment: Segment) -> None:
+    segment.index.save(
+        segment.index_path,
+        base_offset=segment.base_offset,
+        segment_bytes=segment.size,
+        end_offset=segment.end_offset,
+        last_epoch=segment.last_epoch,
+    )
 
 
 def _scan(

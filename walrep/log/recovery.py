@@ -24,7 +24,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from walrep.log.frame import MAGIC, FrameHeader, FrameStatus, inspect_frame
+from walrep.log.frame import HEADER_SIZE, MAGIC, FrameHeader, FrameStatus, inspect_frame
 
 
 class Action(enum.Enum):
@@ -90,29 +90,38 @@ def observe(
             reason = f"epoch {header.epoch} after epoch {prev_epoch}"
             return Observation(True, False, reason, header)
         return Observation(True, True, "ok", header)
-    looks_torn = status in (FrameStatus.SHORT_HEADER, FrameStatus.SHORT_PAYLOAD) or (
-        status in (FrameStatus.BAD_MAGIC, FrameStatus.BAD_CRC)
-        and _zero_filled_tail(data, pos, header)
-    )
-    if looks_torn and not _intact_frame_after(data, pos + 1, max_payload_bytes):
+    looks_torn = status in (
+        FrameStatus.SHORT_HEADER,
+        FrameStatus.SHORT_PAYLOAD,
+    ) or _zero_filled_tail(data, pos, header)
+    if looks_torn and next_intact_frame(data, pos + 1, max_payload_bytes) is None:
         return Observation(False, False, f"torn write ({status.value})", header)
     return Observation(True, False, status.value, header)
 
 
 def _zero_filled_tail(data: bytes, pos: int, header: FrameHeader | None) -> bool:
-    """The frame reaches the end of the file and the file ends in unwritten zeros."""
-    if header is None:  # bad magic: torn only if everything from pos on is zero
-        return not data[pos:].strip(b"\0")
-    return pos + header.frame_bytes == len(data) and data[-1] == 0
+    """The frame's bytes end in unwritten zeros that run up to the end of the file.
+
+    Either the zeros start inside the header (whose fields are then not to be trusted:
+    a whole frame never ends in a NUL, so it cannot be mostly zeros), or the header is
+    whole and the frame reaches exactly the end of the file, ending in a zero.
+    """
+    if len(data.rstrip(b"\0")) < pos + HEADER_SIZE:
+        return True
+    return header is not None and pos + header.frame_bytes == len(data) and data[-1] == 0
 
 
-def _intact_frame_after(data: bytes, start: int, max_payload_bytes: int) -> bool:
+def next_intact_frame(
+    data: bytes, start: int, max_payload_bytes: int
+) -> tuple[int, FrameHeader] | None:
+    """Position and header of the first intact frame starting at or after ``start``."""
     at = data.find(MAGIC, start)
     while at != -1:
-        if inspect_frame(data, at, max_payload_bytes)[0] is FrameStatus.OK:
-            return True
+        status, header = inspect_frame(data, at, max_payload_bytes)
+        if status is FrameStatus.OK and header is not None:
+            return at, header
         at = data.find(MAGIC, at + 1)
-    return False
+    return None
 
 
 def scan_segment(

@@ -117,7 +117,12 @@ class Segment:
         return self.path.read_bytes()
 
     def read_frame(
-        self, position: int, expected_offset: int | None, max_payload_bytes: int
+        self,
+        position: int,
+        expected_offset: int | None,
+        max_payload_bytes: int,
+        *,
+        reading_offset: int | None = None,
     ) -> tuple[FrameHeader, bytes]:
         """The checked frame at ``position``: its header and its whole bytes.
 
@@ -140,7 +145,8 @@ class Segment:
             reason = f"{status.value} (or empty payload)" if status is FrameStatus.OK else reason
         else:
             reason = "frame runs past the written end of the segment"
-        offset = expected_offset if expected_offset is not None else -1
+        # Name the offset the caller was after when no exact base offset was expected.
+        offset = next((o for o in (expected_offset, reading_offset) if o is not None), -1)
         raise CorruptLogError(str(self.path), position, offset, f"unreadable frame: {reason}")
 
     def locate(self, offset: int) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
@@ -36,14 +37,19 @@ _MAGIC = b"WALT"
 def truncate_segments(
     directory: Path, segments: list[Segment], offset: int, config: LogConfig
 ) -> list[Segment]:
-    """Cut the log so that ``offset`` is its end; returns the segments that remain."""
+    """Cut the log so that ``offset`` is its end; returns the segments that remain.
+
+    The intent record stays: the caller cuts the epoch history, then ``finish_pending``.
+    """
     keep = max(i for i, s in enumerate(segments) if s.base_offset <= offset)
     segment = segments[keep]
     if offset == segment.end_offset:  # cut exactly at this segment's end
         position, replacement = segment.size, b""
     else:
         position = segment.locate(offset)
-        header, frame = segment.read_frame(position, None, config.max_payload_bytes)
+        header, frame = segment.read_frame(
+            position, None, config.max_payload_bytes, reading_offset=offset
+        )
         replacement = b""
         if header.base_offset < offset:
             events = decode_payload(header, frame[HEADER_SIZE:], config.max_batch_bytes)
@@ -69,7 +75,6 @@ def truncate_segments(
         later.close()
     segment.close()
     _apply(directory, segment.base_offset, position, replacement)
-    remove_durably(directory / MARKER)
     segment.size = position + len(replacement)
     segment.end_offset = offset
     segment.index.cut(position)
@@ -100,20 +105,45 @@ def _apply(directory: Path, segment_base: int, position: int, replacement: bytes
         os.close(fd)
 
 
-def redo_pending(directory: Path) -> int | None:
-    """Finish a truncation a crash interrupted; returns its target offset, if any."""
+@dataclass(frozen=True, slots=True)
+class PendingTruncation:
+    """A truncation intent record: what ``truncate_after`` decided before applying it."""
+
+    target_offset: int
+    segment_base: int
+    position: int
+    replacement: bytes
+
+
+def read_pending(directory: Path) -> PendingTruncation | None:
+    """The intent record left in ``directory``, if any; ``CorruptLogError`` if damaged."""
     path = directory / MARKER
-    if not path.exists():
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
         return None
-    data = path.read_bytes()
-    if (
-        len(data) < _HEAD.size
-        or data[:4] != _MAGIC
-        or google_crc32c.value(data[9:]) != _HEAD.unpack_from(data)[2]
-    ):
+    ok = len(data) >= _HEAD.size and data[:4] == _MAGIC
+    if ok:
+        _, _, crc, target, segment_base, position, size = _HEAD.unpack_from(data)
+        ok = google_crc32c.value(data[9:]) == crc and len(data) == _HEAD.size + size
+    if not ok:
         raise CorruptLogError(str(path), 0, -1, "truncation intent record fails its checksum")
-    _, _, _, target, segment_base, position, size = _HEAD.unpack_from(data)
-    replacement = data[_HEAD.size : _HEAD.size + size]
-    _apply(directory, segment_base, position, replacement)
-    remove_durably(path)
-    return int(target)
+    return PendingTruncation(target, segment_base, position, data[_HEAD.size :])
+
+
+def redo_pending(directory: Path) -> int | None:
+    """Apply a truncation a crash interrupted; returns its target offset, if any.
+
+    The record stays until the caller has also cut the epoch history
+    (``finish_pending``): a crash before that redoes the whole truncation.
+    """
+    pending = read_pending(directory)
+    if pending is None:
+        return None
+    _apply(directory, pending.segment_base, pending.position, pending.replacement)
+    return pending.target_offset
+
+
+def finish_pending(directory: Path) -> None:
+    """The truncation is complete everywhere (segments and epoch history): forget it."""
+    remove_durably(directory / MARKER)

@@ -53,7 +53,7 @@ from walrep.log.frame import (
 from walrep.log.fsutil import fsync_dir
 from walrep.log.open import open_segments
 from walrep.log.segment import Segment
-from walrep.log.truncate import truncate_segments
+from walrep.log.truncate import finish_pending, truncate_segments
 from walrep.log.types import AppendResult, Record, RecoveryReport, StoredFrame
 
 log = logging.getLogger(__name__)
@@ -303,25 +303,27 @@ class Wal:
     def _stage_frames(
         self, data: bytes, chunks: list[bytes], headers: list[FrameHeader]
     ) -> AppendResult:
-        first, pos, staged = self._staged_end(headers), 0, len(headers)
-        try:
-            while pos < len(data):
-                status, header = inspect_frame(data, pos, self.config.max_payload_bytes)
-                expected = self._staged_end(headers)
-                if status is not FrameStatus.OK or header is None:
-                    raise LogError(f"frame at byte {pos} of the appended data: {status.value}")
-                if header.base_offset != expected:
-                    got = header.base_offset
-                    raise LogError(
-                        f"frame at byte {pos} starts at offset {got}, log end is {expected}"
-                    )
-                self._begin_epoch(header.epoch, expected)
-                self._queue_frame(data[pos : pos + header.frame_bytes], header, chunks, headers)
-                pos += header.frame_bytes
-        except WalrepError:
-            del chunks[staged:], headers[staged:]  # all of it or nothing
-            raise
-        return AppendResult(first, self._staged_end(headers) - first)
+        # Check every frame before staging any: staging may write (a segment roll) and
+        # begin epochs durably, so a refusal afterwards could not take that back.
+        first, pos, epoch = self._staged_end(headers), 0, self.epochs.last_epoch
+        checked: list[tuple[int, FrameHeader]] = []
+        expected = first
+        while pos < len(data):
+            status, header = inspect_frame(data, pos, self.config.max_payload_bytes)
+            if status is not FrameStatus.OK or header is None:
+                raise LogError(f"frame at byte {pos} of the appended data: {status.value}")
+            if header.base_offset != expected:
+                got = header.base_offset
+                raise LogError(f"frame at byte {pos} starts at offset {got}, log end is {expected}")
+            if header.epoch < epoch:
+                raise FencedError(header.epoch, epoch)
+            checked.append((pos, header))
+            pos += header.frame_bytes
+            expected, epoch = header.end_offset, header.epoch
+        for pos, header in checked:  # all of it or nothing: nothing below refuses
+            self._begin_epoch(header.epoch, header.base_offset)
+            self._queue_frame(data[pos : pos + header.frame_bytes], header, chunks, headers)
+        return AppendResult(first, expected - first)
 
     def _staged_end(self, headers: list[FrameHeader]) -> int:
         return headers[-1].end_offset if headers else self._log_end
@@ -368,7 +370,13 @@ class Wal:
         old = self._segments[-1]
         old.sync()
         self._durable_end = self._log_end
-        old.index.save(old.index_path, old.size, old.end_offset)
+        old.index.save(
+            old.index_path,
+            base_offset=old.base_offset,
+            segment_bytes=old.size,
+            end_offset=old.end_offset,
+            last_epoch=old.last_epoch,
+        )
         old.close_writer()
         new = Segment(self.directory, self._log_end, self.config.index_interval_bytes)
         new.create()
@@ -445,7 +453,9 @@ class Wal:
                 generation = self._generation
                 segment, position = self._locate(offset)
             try:
-                header, frame = segment.read_frame(position, None, self.config.max_payload_bytes)
+                header, frame = segment.read_frame(
+                    position, None, self.config.max_payload_bytes, reading_offset=offset
+                )
             except OSError as e:  # the segment was deleted by retention under us
                 raise OffsetOutOfRangeError(offset, self.log_start, self._log_end) from e
             if not header.base_offset <= offset < header.end_offset:
@@ -499,6 +509,7 @@ class Wal:
                 return
             self._segments = truncate_segments(self.directory, self._segments, offset, self.config)
             self.epochs.truncate_from(offset)
+            finish_pending(self.directory)  # only now: a crash before this redoes it all
             self._log_end = self._segments[-1].end_offset
             self._durable_end = min(self._durable_end, self._log_end)
             self._generation += 1
