@@ -48,6 +48,14 @@ class ClusterSection(_Section):
     db_call_timeout_ms: int | None = Field(None, gt=0)
     table_prefix: str = Field("walrep_", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")
 
+    @model_validator(mode="after")
+    def _timing_is_consistent(self) -> ClusterSection:
+        try:
+            self.lease_timing()
+        except ConfigError as e:  # not a ValueError: pydantic would not attach the key
+            raise ValueError(f"{e}: raise heartbeat_max_retry or lower safety_margin_ms") from None
+        return self
+
     @property
     def lease_ttl_ms(self) -> int:
         """The lease lives for one heartbeat plus ``heartbeat_max_retry`` missed ones."""
@@ -133,7 +141,7 @@ class WalrepConfig(BaseSettings):
     def _datasource_exists(self) -> WalrepConfig:
         names = [d.name for d in self.datasources]
         if len(set(names)) != len(names):
-            raise ValueError(f"datasource names must be unique: {names}")
+            raise ValueError(f"datasources: names must be unique: {names}")
         if self.cluster.datasource not in names:
             raise ValueError(
                 f"cluster.datasource {self.cluster.datasource!r} is not one of {names}"
@@ -166,7 +174,27 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Wa
     try:
         return WalrepConfig(**raw)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in e.errors()
-        )
-        raise ConfigError(f"{file}: {problems}") from e
+        raise ConfigError(f"{file}: {describe_errors(e)}") from e
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per problem: the dotted key, the message, and the variable that set it."""
+    problems = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        source = _env_source(err["loc"])
+        text = f"{key}: {message}" if key else message  # top-level messages name their keys
+        problems.append(text + (f" (set by {source})" if source else ""))
+    return "; ".join(problems)
+
+
+def _env_source(loc: tuple[int | str, ...]) -> str | None:
+    """The ``WALREP_...`` variable that supplied the value at ``loc``, if one did."""
+    parts = [str(p) for p in loc]
+    while parts:
+        name = "WALREP_" + "__".join(parts).upper()
+        if name in os.environ:
+            return name
+        parts.pop()
+    return None

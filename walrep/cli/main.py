@@ -7,6 +7,8 @@ import logging
 import click
 
 from walrep import __version__
+from walrep.cli.cluster_cmd import cluster_group
+from walrep.cli.config_cmd import config_group
 from walrep.cli.demo import demo
 from walrep.cli.log_cmd import log_group
 
@@ -22,6 +24,8 @@ def cli(verbose: bool) -> None:
     )
 
 
+cli.add_command(cluster_group)
+cli.add_command(config_group)
 cli.add_command(demo)
 cli.add_command(log_group)
 

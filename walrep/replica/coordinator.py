@@ -83,7 +83,12 @@ class Coordinator:
     # --- running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Tick until ``stop``; publish this node's row every heartbeat interval."""
+        """Tick until ``stop``; publish this node's row every heartbeat interval.
+
+        May be called again after ``stop`` (a node that stepped down follows again).
+        """
+        self._stopping = False
+        self.machine.resume()
         heartbeat = asyncio.create_task(self._heartbeats()) if self._node_info else None
         try:
             while not self._stopping:
