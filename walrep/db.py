@@ -83,7 +83,9 @@ def create_engine(url: URL, *, connect_timeout_ms: int = 2000, pool_size: int = 
     """An engine with the per-dialect settings above."""
     backend = url.get_backend_name()
     timeout_s = connect_timeout_ms / 1000
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # A server may have restarted since a pooled connection was used: ping it first, so one
+    # stale connection does not cost the leader a renew. A local SQLite file cannot go stale.
+    kwargs: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
     if backend == "sqlite":
         kwargs["connect_args"] = {"timeout": timeout_s}
     elif backend == "mysql":

@@ -46,19 +46,46 @@ def test_large_batches_are_compressed_and_still_decode() -> None:
 
 
 @pytest.mark.parametrize(
-    "event",
+    "args",
     [
-        Event("", {}),
-        Event("s", {1: "non-str key"}),  # type: ignore[dict-item]
-        Event("s", {"v": object()}),
-        Event("s", {}, "p", None),
-        Event("s", {}, None, 3),
-        Event("s", {}, "p", -1),
+        ("", {}),
+        (7, {}),
+        ("s", [("k", 1)]),
+        ("s", {}, "p", None),
+        ("s", {}, None, 3),
+        ("s", {}, "p", -1),
+        ("s", {}, "p", True),
+        ("s", {}, "", 1),
     ],
 )
-def test_bad_events_get_a_typed_error(event: Event) -> None:
+def test_bad_events_are_refused_when_made(args: tuple[object, ...]) -> None:
     with pytest.raises(InvalidEventError):
-        encode_batch([event], **LIMITS)
+        Event(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("attributes", [{1: "non-str key"}, {"v": object()}, {"v": {2: 3}}])
+def test_attributes_that_are_not_json_are_named_at_encoding(
+    attributes: dict[object, object],
+) -> None:
+    good = Event("s", {"ok": 1})
+    with pytest.raises(InvalidEventError) as info:
+        encode_batch([good, Event("bad", attributes)], **LIMITS)  # type: ignore[arg-type]
+    assert "'bad'" in str(info.value)
+
+
+def test_events_are_read_only_rows() -> None:
+    event = Event("s", {"a": 1}, "p", 2)
+    assert (event.stream, event.attributes, event.producer_id, event.seq) == ("s", {"a": 1}, "p", 2)
+    assert Event("s", {}).producer_id is None and repr(Event("s", {})) == "Event('s', {})"
+    for mutate in (
+        lambda: event.append(1),
+        lambda: event.__setitem__(0, "x"),
+        lambda: event.clear(),
+    ):
+        with pytest.raises(TypeError):
+            mutate()
+    with pytest.raises(InvalidEventError):
+        encode_batch([["s", {}]], **LIMITS)  # type: ignore[list-item]
 
 
 def test_oversized_event_and_batch_are_refused() -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -65,18 +65,69 @@ class MalformedFrameError(LogError):
     """Bytes that are not a valid frame (codec level: the caller adds file and position)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(list[Any]):
     """One event: its stream, its attributes and, optionally, its producer identity.
 
-    ``attributes`` must be a JSON object (str keys; str, int, float, bool, None, list,
-    dict values). ``producer_id`` and ``seq`` come together or not at all.
+    An ``Event`` *is* its payload row — a read-only list ``[stream, attributes]`` or
+    ``[stream, attributes, producer_id, seq]`` — so a batch is serialized by one
+    ``orjson.dumps`` in C, with no per-event Python work on the append path. It is
+    checked once, here: ``stream`` a non-empty str, ``attributes`` a dict with str keys
+    (its values are checked by the encoder: JSON types only), ``producer_id`` (non-empty
+    str) and ``seq`` (int >= 0) together or not at all. Mutating methods raise.
     """
 
-    stream: str
-    attributes: Mapping[str, Any]
-    producer_id: str | None = None
-    seq: int | None = None
+    __slots__ = ()
+
+    def __init__(
+        self,
+        stream: str,
+        attributes: dict[str, Any],
+        producer_id: str | None = None,
+        seq: int | None = None,
+    ) -> None:
+        if type(stream) is not str or not stream:
+            raise InvalidEventError(f"stream name must be a non-empty string, got {stream!r}")
+        if not isinstance(attributes, dict):
+            raise InvalidEventError(f"attributes must be a dict, got {type(attributes).__name__}")
+        if producer_id is None and seq is None:
+            list.__init__(self, (stream, attributes))
+        elif type(producer_id) is str and producer_id and _is_seq(seq):
+            list.__init__(self, (stream, attributes, producer_id, seq))
+        else:
+            raise InvalidEventError("producer_id (non-empty str) and seq (int >= 0) go together")
+
+    @classmethod
+    def _from_row(cls, row: list[Any]) -> Event:
+        """An event from a row the decoder has already checked (no second check)."""
+        event = list.__new__(cls)
+        list.extend(event, row)
+        return event
+
+    @property
+    def stream(self) -> str:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def producer_id(self) -> str | None:
+        return self[2] if len(self) == 4 else None
+
+    @property
+    def seq(self) -> int | None:
+        return self[3] if len(self) == 4 else None
+
+    def __repr__(self) -> str:
+        producer = f", {self[2]!r}, {self[3]!r}" if len(self) == 4 else ""
+        return f"Event({self[0]!r}, {self[1]!r}{producer})"
+
+    def _read_only(self, *args: object, **kwargs: object) -> Any:
+        raise TypeError("Event is read-only")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,19 +173,10 @@ class FrameStatus(enum.Enum):
 
 def encode_event(event: Event, max_event_bytes: int) -> bytes:
     """Encode one event as its JSON array; raise a typed error for bad or oversized input."""
-    if not isinstance(event.stream, str) or not event.stream:
-        raise InvalidEventError(f"stream name must be a non-empty string, got {event.stream!r}")
-    if not isinstance(event.attributes, Mapping):
-        raise InvalidEventError(f"attributes must be a mapping, got {type(event.attributes)}")
-    row: list[Any]
-    if event.producer_id is None and event.seq is None:
-        row = [event.stream, event.attributes]
-    elif isinstance(event.producer_id, str) and event.producer_id and _is_seq(event.seq):
-        row = [event.stream, event.attributes, event.producer_id, event.seq]
-    else:
-        raise InvalidEventError("producer_id (non-empty str) and seq (int >= 0) go together")
+    if type(event) is not Event:
+        raise InvalidEventError(f"not an Event: {type(event).__name__}")
     try:
-        encoded = orjson.dumps(row)
+        encoded = orjson.dumps(event)
     except TypeError as e:  # orjson.JSONEncodeError is a TypeError
         raise InvalidEventError(f"event on stream {event.stream!r} is not JSON: {e}") from e
     if len(encoded) > max_event_bytes:
@@ -153,10 +195,26 @@ def encode_batch(
     max_batch_bytes: int,
     compress_threshold_bytes: int,
 ) -> EncodedBatch:
-    """Encode events into one payload; nothing is returned unless every event is valid."""
+    """Encode events into one payload; nothing is returned unless every event is valid.
+
+    Hot path: one ``orjson.dumps`` of the whole batch (events are already rows), then
+    lz4. Only when that fails, or the batch is larger than one event may be, is each
+    event encoded on its own, to name the offending event.
+    """
     if not events:
         raise InvalidEventError("a batch needs at least one event")
-    raw = b"[" + b",".join([encode_event(e, max_event_bytes) for e in events]) + b"]"
+    if set(map(type, events)) != {Event}:
+        bad = next(e for e in events if type(e) is not Event)
+        raise InvalidEventError(f"not an Event: {type(bad).__name__}")
+    try:
+        raw = orjson.dumps(events)
+    except TypeError:  # some attribute is not JSON (a non-str key, an object): name it
+        for event in events:
+            encode_event(event, max_event_bytes)
+        raise
+    if len(raw) > max_event_bytes:  # then one event might be too: check each
+        for event in events:
+            encode_event(event, max_event_bytes)
     return pack_payload(raw, len(events), max_batch_bytes, compress_threshold_bytes)
 
 
@@ -167,9 +225,10 @@ def pack_payload(
     if len(raw) > max_batch_bytes:
         raise LimitExceededError(f"batch of {count} events", len(raw), max_batch_bytes)
     if len(raw) >= compress_threshold_bytes:
-        block: bytes = lz4.block.compress(raw, store_size=False)
-        if len(block) + _LZ4_SIZE.size < len(raw):
-            return EncodedBatch(_LZ4_SIZE.pack(len(raw)) + block, count, FLAG_LZ4, len(raw))
+        # store_size=True prefixes the u32 little-endian uncompressed size: our layout.
+        stored: bytes = lz4.block.compress(raw, store_size=True)
+        if len(stored) < len(raw):
+            return EncodedBatch(stored, count, FLAG_LZ4, len(raw))
     return EncodedBatch(raw, count, 0, len(raw))
 
 
@@ -187,22 +246,27 @@ def parse_header(frame: bytes | memoryview, pos: int = 0) -> FrameHeader:
     return FrameHeader(base, count, epoch, ingest, flags, size, crc)
 
 
+def build_header(
+    batch: EncodedBatch, *, base_offset: int, epoch: int, ingest_time_ms: int
+) -> tuple[bytes, FrameHeader]:
+    """The header for ``batch`` (to be written right before its payload), and its fields.
+
+    The CRC covers the header after the CRC field and the payload, exactly as written.
+    """
+    assert batch.count >= 1 and base_offset >= 0 and epoch >= 0 and ingest_time_ms >= 0
+    size = len(batch.payload)
+    rest = (base_offset, batch.count, epoch, ingest_time_ms, batch.flags, size)
+    crc = frame_crc(_HEADER.pack(MAGIC, FORMAT_VERSION, 0, *rest)[CRC_START:], batch.payload)
+    fields = FrameHeader(base_offset, batch.count, epoch, ingest_time_ms, batch.flags, size, crc)
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, crc, *rest), fields
+
+
 def build_frame(batch: EncodedBatch, *, base_offset: int, epoch: int, ingest_time_ms: int) -> bytes:
     """Header + payload as one bytes object, CRC computed over the exact bytes written."""
-    assert batch.count >= 1 and base_offset >= 0 and epoch >= 0 and ingest_time_ms >= 0
-    head = _HEADER.pack(
-        MAGIC,
-        FORMAT_VERSION,
-        0,
-        base_offset,
-        batch.count,
-        epoch,
-        ingest_time_ms,
-        batch.flags,
-        len(batch.payload),
+    header, _ = build_header(
+        batch, base_offset=base_offset, epoch=epoch, ingest_time_ms=ingest_time_ms
     )
-    crc = frame_crc(head[CRC_START:], batch.payload)
-    return head[:5] + crc.to_bytes(4, "little") + head[CRC_START:] + batch.payload
+    return header + batch.payload
 
 
 def inspect_frame(
@@ -254,14 +318,16 @@ def decode_payload(
 
 def _event_from_row(row: object) -> Event:
     if isinstance(row, list):
-        if len(row) == 2 and isinstance(row[0], str) and isinstance(row[1], dict):
-            return Event(row[0], row[1])
+        if len(row) == 2 and isinstance(row[0], str) and row[0] and isinstance(row[1], dict):
+            return Event._from_row(row)
         if (
             len(row) == 4
             and isinstance(row[0], str)
+            and row[0]
             and isinstance(row[1], dict)
             and isinstance(row[2], str)
+            and row[2]
             and _is_seq(row[3])
         ):
-            return Event(row[0], row[1], row[2], row[3])
+            return Event._from_row(row)
     raise MalformedFrameError("payload element is not an event")

@@ -74,7 +74,7 @@ class Segment:
 
     # --- writing -----------------------------------------------------------------
 
-    def write_at_end(self, chunks: list[bytes]) -> int:
+    def write_at_end(self, chunks: list[bytes] | list[bytes | memoryview]) -> int:
         """Write ``chunks`` at byte ``size`` (not yet published); return the bytes written."""
         fd = self._writer()
         position, total = self.size, 0

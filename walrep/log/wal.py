@@ -25,8 +25,6 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from walrep.errors import (
@@ -44,17 +42,17 @@ from walrep.log.frame import (
     Event,
     FrameHeader,
     FrameStatus,
-    build_frame,
+    build_header,
     decode_payload,
     encode_batch,
     inspect_frame,
-    parse_header,
 )
 from walrep.log.fsutil import fsync_dir
 from walrep.log.open import open_segments
 from walrep.log.segment import Segment
 from walrep.log.truncate import finish_pending, truncate_segments
 from walrep.log.types import AppendResult, Record, RecoveryReport, StoredFrame
+from walrep.log.writer import GroupCommitter, Pending
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +61,29 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(slots=True)
-class _Pending:
-    """One queued append: a batch to frame at the next offset, or verbatim frames."""
+Buffer = bytes | memoryview
 
-    batch: EncodedBatch | None
-    frames: bytes | None
-    epoch: int
-    ingest_time_ms: int
-    size: int
-    future: asyncio.Future[AppendResult] | None = None
+
+class _Staged:
+    """Frames of one group waiting to be written: buffers in order, headers, byte count."""
+
+    __slots__ = ("buffers", "bytes", "headers")
+
+    def __init__(self) -> None:
+        self.buffers: list[Buffer] = []
+        self.headers: list[FrameHeader] = []
+        self.bytes = 0
+
+    def add(self, buffers: list[Buffer], header: FrameHeader) -> None:
+        self.buffers += buffers
+        self.headers.append(header)
+        self.bytes += header.frame_bytes
+
+    def end(self, log_end: int) -> int:
+        return self.headers[-1].end_offset if self.headers else log_end
+
+    def clear(self) -> None:
+        self.buffers, self.headers, self.bytes = [], [], 0
 
 
 class Wal:
@@ -107,12 +118,16 @@ class Wal:
         self._generation = 0  # bumped by truncate_after so readers re-locate
         self._failed: BaseException | None = None
         self._closed = False
-        self._queue: list[_Pending] = []
-        self._queued_bytes = 0
-        self._flusher: asyncio.Task[None] | None = None
-        self._syncer: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        interval = config.fsync_policy is FsyncPolicy.INTERVAL
+        self._committer = GroupCommitter(
+            self._write_items,
+            pending_bytes_max=config.pending_bytes_max,
+            idle_sync=self._sync_now if interval else None,
+            idle_sync_interval_ms=config.fsync_interval_ms,
+            on_written=self._wake_readers,
+            name=f"walrep-wal {directory}",
+        )
 
     @classmethod
     def open(
@@ -167,6 +182,11 @@ class Wal:
     def last_epoch(self) -> int:
         return self.epochs.last_epoch
 
+    @property
+    def group_commit_stats(self) -> tuple[int, int]:
+        """``(groups, requests)`` written by the group-commit writer since open."""
+        return self._committer.groups_written, self._committer.requests_written
+
     def segments(self) -> list[tuple[int, int, int, Path]]:
         """``(base offset, end offset, bytes, path)`` of each segment, oldest first."""
         return [(s.base_offset, s.end_offset, s.size, s.path) for s in self._segments]
@@ -202,12 +222,13 @@ class Wal:
     ) -> AppendResult:
         """Append an already-encoded batch (see ``encode``) at the next offset."""
         ingest = self._clock_ms() if ingest_time_ms is None else ingest_time_ms
-        item = _Pending(batch, None, epoch, ingest, len(batch.payload))
-        return await self._submit(item)
+        self._check_usable()
+        return await self._committer.submit(Pending(batch, None, epoch, ingest, len(batch.payload)))
 
     async def append_frames(self, frames: bytes) -> AppendResult:
         """Append verbatim frames (replication): they must start at ``log_end``."""
-        return await self._submit(_Pending(None, frames, 0, 0, len(frames)))
+        self._check_usable()
+        return await self._committer.submit(Pending(None, frames, 0, 0, len(frames)))
 
     def append_sync(
         self, events: Sequence[Event], *, epoch: int, ingest_time_ms: int | None = None
@@ -216,66 +237,28 @@ class Wal:
         self._check_usable()
         ingest = self._clock_ms() if ingest_time_ms is None else ingest_time_ms
         batch = self.encode(events)
-        result = self._write_items([_Pending(batch, None, epoch, ingest, len(batch.payload))])[0]
+        result = self._write_items([Pending(batch, None, epoch, ingest, len(batch.payload))])[0]
         if isinstance(result, BaseException):
             raise result
         self._wake_readers()
         return result
 
-    async def _submit(self, item: _Pending) -> AppendResult:
-        self._check_usable()
-        if item.size > self.config.max_batch_bytes + 4 and item.frames is None:
-            raise AssertionError("encode() bounds the batch")
-        loop = asyncio.get_running_loop()
-        while self._queue and self._queued_bytes + item.size > self.config.pending_bytes_max:
-            await self._wait_for_change()  # backpressure: the writer drains the queue
-            self._check_usable()
-        item.future = loop.create_future()
-        self._queue.append(item)
-        self._queued_bytes += item.size
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush_loop())
-        return await item.future
-
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="walrep-wal")
-        while self._queue:
-            items, self._queue = self._queue, []  # everything queued: one write, one fsync
-            try:
-                results = await loop.run_in_executor(self._executor, self._write_items, items)
-            except BaseException as e:  # the writer itself broke: nobody gets an answer
-                results = [e] * len(items)
-            self._queued_bytes -= sum(item.size for item in items)
-            for item, result in zip(items, results, strict=True):
-                assert item.future is not None
-                if item.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
-            self._wake_readers()
-            if self.config.fsync_policy is FsyncPolicy.INTERVAL and self._syncer is None:
-                self._syncer = loop.create_task(self._sync_every_interval())
-
-    def _write_items(self, items: list[_Pending]) -> list[AppendResult | BaseException]:
+    def _write_items(self, items: list[Pending]) -> list[AppendResult | BaseException]:
         """Writer thread: frame, write and (per policy) force a group of appends."""
         with self._lock:
             if self._failed is not None or self._closed:
                 return [LogError(f"log {self.directory} is failed or closed")] * len(items)
             results: list[AppendResult | BaseException] = []
-            chunks: list[bytes] = []
-            headers: list[FrameHeader] = []
+            staged = _Staged()
             try:
                 for item in items:
                     try:
-                        results.append(self._stage(item, chunks, headers))
+                        results.append(self._stage(item, staged))
                     except WalrepError as e:
                         results.append(e)
-                self._write_staged(chunks, headers)
-                if self.config.fsync_policy is FsyncPolicy.ALWAYS:
+                self._write_staged(staged)
+                forced = any(item.is_sync for item in items)
+                if forced or self.config.fsync_policy is FsyncPolicy.ALWAYS:
                     self._segments[-1].sync()
                     self._durable_end = self._log_end
             except OSError as e:
@@ -285,27 +268,24 @@ class Wal:
                 return [error] * len(items)
             return results
 
-    def _stage(
-        self, item: _Pending, chunks: list[bytes], headers: list[FrameHeader]
-    ) -> AppendResult:
+    def _stage(self, item: Pending, staged: _Staged) -> AppendResult:
         """Assign offsets to one append and queue its bytes; roll the segment if full."""
         if item.frames is not None:
-            return self._stage_frames(item.frames, chunks, headers)
-        assert item.batch is not None
-        self._begin_epoch(item.epoch, self._staged_end(headers))
-        base = self._staged_end(headers)
-        frame = build_frame(
+            return self._stage_frames(item.frames, staged)
+        if item.batch is None:  # a sync request: nothing to write
+            return AppendResult(staged.end(self._log_end), 0)
+        base = staged.end(self._log_end)
+        self._begin_epoch(item.epoch, base)
+        head, header = build_header(
             item.batch, base_offset=base, epoch=item.epoch, ingest_time_ms=item.ingest_time_ms
         )
-        self._queue_frame(frame, parse_header(frame), chunks, headers)
+        self._queue_frame([head, item.batch.payload], header, staged)
         return AppendResult(base, item.batch.count)
 
-    def _stage_frames(
-        self, data: bytes, chunks: list[bytes], headers: list[FrameHeader]
-    ) -> AppendResult:
+    def _stage_frames(self, data: bytes, staged: _Staged) -> AppendResult:
         # Check every frame before staging any: staging may write (a segment roll) and
         # begin epochs durably, so a refusal afterwards could not take that back.
-        first, pos, epoch = self._staged_end(headers), 0, self.epochs.last_epoch
+        first, pos, epoch = staged.end(self._log_end), 0, self.epochs.last_epoch
         checked: list[tuple[int, FrameHeader]] = []
         expected = first
         while pos < len(data):
@@ -320,13 +300,11 @@ class Wal:
             checked.append((pos, header))
             pos += header.frame_bytes
             expected, epoch = header.end_offset, header.epoch
+        view = memoryview(data)
         for pos, header in checked:  # all of it or nothing: nothing below refuses
             self._begin_epoch(header.epoch, header.base_offset)
-            self._queue_frame(data[pos : pos + header.frame_bytes], header, chunks, headers)
+            self._queue_frame([view[pos : pos + header.frame_bytes]], header, staged)
         return AppendResult(first, expected - first)
-
-    def _staged_end(self, headers: list[FrameHeader]) -> int:
-        return headers[-1].end_offset if headers else self._log_end
 
     def _begin_epoch(self, epoch: int, start_offset: int) -> None:
         if epoch < self.epochs.last_epoch:
@@ -334,36 +312,32 @@ class Wal:
         if epoch > self.epochs.last_epoch:
             self.epochs.begin(epoch, start_offset)  # durable before the frame is written
 
-    def _queue_frame(
-        self, frame: bytes, header: FrameHeader, chunks: list[bytes], headers: list[FrameHeader]
-    ) -> None:
+    def _queue_frame(self, buffers: list[Buffer], header: FrameHeader, staged: _Staged) -> None:
         active = self._segments[-1]
-        staged_bytes = sum(len(c) for c in chunks)
-        if active.size + staged_bytes + len(frame) > self.config.segment_bytes_max and (
-            active.size + staged_bytes > 0
+        size = header.frame_bytes
+        if active.size + staged.bytes + size > self.config.segment_bytes_max and (
+            active.size + staged.bytes > 0
         ):
-            self._write_staged(chunks, headers)
+            self._write_staged(staged)
             self._roll()
-        chunks.append(frame)
-        headers.append(header)
+        staged.add(buffers, header)
 
-    def _write_staged(self, chunks: list[bytes], headers: list[FrameHeader]) -> None:
+    def _write_staged(self, staged: _Staged) -> None:
         """Write staged frames to the active segment, then publish them to readers."""
-        if not chunks:
+        if not staged.headers:
             return
         active = self._segments[-1]
         position = active.size
-        written = active.write_at_end(chunks)
-        for frame, header in zip(chunks, headers, strict=True):
+        written = active.write_at_end(staged.buffers)
+        assert written == staged.bytes, (written, staged.bytes)
+        for header in staged.headers:
             active.index.note(header.base_offset, position)
-            position += len(frame)
-            active.last_epoch = header.epoch
-        assert written == position - active.size
-        active.end_offset = headers[-1].end_offset
+            position += header.frame_bytes
+        active.last_epoch = staged.headers[-1].epoch
+        active.end_offset = staged.headers[-1].end_offset
         active.size = position
         self._log_end = active.end_offset
-        chunks.clear()
-        headers.clear()
+        staged.clear()
 
     def _roll(self) -> None:
         """Seal the active segment (forced, index saved) and start the next one."""
@@ -387,10 +361,7 @@ class Wal:
     async def sync(self) -> int:
         """Force everything written so far; returns the new ``durable_end``."""
         self._check_usable()
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="walrep-wal")
-        await loop.run_in_executor(self._executor, self._sync_now)
+        await self._committer.submit(Pending(None, None, 0, 0, 0))
         return self._durable_end
 
     def _sync_now(self) -> None:
@@ -404,12 +375,6 @@ class Wal:
                 self._failed = e
                 raise LogError(f"fdatasync of {self._segments[-1].path} failed: {e}") from e
             self._durable_end = end
-
-    async def _sync_every_interval(self) -> None:
-        while not self._closed and self._failed is None:
-            await asyncio.sleep(self.config.fsync_interval_ms / 1000)
-            if self._durable_end != self._log_end:
-                await self.sync()
 
     # --- waiting for growth ------------------------------------------------------------
 
@@ -536,18 +501,15 @@ class Wal:
         """Wait for queued appends, force everything, release the directory."""
         if self._closed:
             return
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
-        if self._syncer is not None:
-            self._syncer.cancel()
+        await self._committer.aclose()  # writes everything queued, then the thread ends
         self.close()
 
     def close(self) -> None:
         """Force what is written and release files (no appends may be in flight)."""
         if self._closed:
             return
+        self._committer.join()  # writes anything still queued first
         with self._lock:
-            assert not self._queue, "close() with queued appends: use aclose()"
             try:
                 if self._failed is None:
                     self._segments[-1].sync()
@@ -557,8 +519,6 @@ class Wal:
                 for segment in self._segments:
                     segment.close()
                 os.close(self._lock_fd)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
         self._wake_readers()
 
     def __enter__(self) -> Wal:

@@ -143,8 +143,13 @@ class Coordinator:
                 )
                 self._on_promoted(action.epoch)
             elif isinstance(action, Fence):
-                log.warning(
-                    "node %s fenced under epoch %d: %s", self.node_id, action.epoch, action.reason
+                level = logging.INFO if action.reason == "released" else logging.WARNING
+                log.log(
+                    level,
+                    "node %s fenced under epoch %d: %s",
+                    self.node_id,
+                    action.epoch,
+                    action.reason,
                 )
                 self._on_fenced(action.epoch, action.reason)
 
