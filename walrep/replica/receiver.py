@@ -1,0 +1,237 @@
+"""The passive side of log shipping: a pure state machine, one per connection.
+
+Inputs: ``connected``, ``received(message)``, and the results of the storage actions
+it asked for (``appended``, ``durable``, ``truncated``). Outputs, in order: messages
+to send and storage actions for the shell. Ordering contracts:
+
+* ``Ack(d)`` is sent only after the shell reported ``durable(d)``: **fsync before ack**.
+* An ``Append`` is turned into ``AppendFrames`` only if its epoch is not lower than the
+  highest epoch this node has seen and it starts exactly at the expected offset.
+* A ``Truncate`` below the committed offset is refused (``Error`` + close): committed
+  events are never dropped; that needs an operator.
+* Appended-but-not-durable bytes are bounded by ``buffer_bytes_max``; past it,
+  ``wants_data()`` is False and the shell stops reading the socket, so TCP backpressure
+  reaches the active (and through its window, its publishers).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from walrep.replica import auth
+from walrep.replica.messages import (
+    Ack,
+    Append,
+    Challenge,
+    Error,
+    Heartbeat,
+    Hello,
+    HelloOk,
+    Message,
+    Reject,
+    Truncate,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class AppendFrames:
+    """Append these verbatim WAL frames (they start at ``base_offset``), then report."""
+
+    frames: bytes
+    base_offset: int
+    end_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateLog:
+    to_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection; ``by_peer`` tells "the peer broke it" from "we closed it"."""
+
+    reason: str
+    by_peer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """The active proved the secret: take over this node's one connection slot (close any
+    older connection and wait for its appends), then call ``accept`` with the log state."""
+
+    peer: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Increment a metric (for example rejected handshakes by reason)."""
+
+    metric: str
+
+
+ReceiverAction = Send | AppendFrames | TruncateLog | Close | Count | Authenticated
+
+
+class Phase(enum.Enum):
+    AWAIT_HELLO = "await hello"
+    AUTHENTICATED = "authenticated"  # waiting for the shell's accept()
+    SYNCING = "syncing"  # handshake done; truncation may come before data
+    STREAMING = "streaming"
+    CLOSED = "closed"
+
+
+class Receiver:
+    def __init__(
+        self,
+        group: str,
+        node_id: str,
+        secret: bytes,
+        nonce: bytes,
+        *,
+        buffer_bytes_max: int,
+    ) -> None:
+        self.group = group
+        self.node_id = node_id
+        self._secret = secret
+        self._nonce = nonce
+        self.log_end = 0  # next offset expected (appended, maybe not durable yet)
+        self.durable_end = 0
+        self.last_epoch = 0
+        self.committed = 0
+        self.highest_epoch = 0
+        self._hello_nonce = b""
+        self.buffer_bytes_max = buffer_bytes_max
+        self.pending_bytes = 0
+        self._pending: list[tuple[int, int]] = []  # (end offset, bytes) not yet durable
+        self.phase = Phase.AWAIT_HELLO
+        self.peer: str | None = None
+
+    def connected(self) -> list[ReceiverAction]:
+        return [Send(Challenge(self.node_id, self._nonce))]
+
+    def wants_data(self) -> bool:
+        """False while the buffer of not-yet-durable bytes is full: stop reading."""
+        return self.pending_bytes < self.buffer_bytes_max
+
+    def received(self, message: Message) -> list[ReceiverAction]:
+        if self.phase is Phase.CLOSED:
+            return []
+        if self.phase is Phase.AWAIT_HELLO:
+            if isinstance(message, Hello):
+                return self._hello(message)
+            return self._close_by_peer("protocol", f"expected Hello, got {type(message).__name__}")
+        if self.phase is Phase.AUTHENTICATED:
+            return self._close_by_peer("protocol", f"{type(message).__name__} before HelloOk")
+        if isinstance(message, Truncate):
+            return self._truncate(message)
+        if isinstance(message, Append):
+            return self._append(message)
+        if isinstance(message, Heartbeat):  # answered with an Ack: the active hears from us
+            self.committed = max(self.committed, min(message.commit_offset, self.durable_end))
+            return [Send(Ack(self.durable_end, self.last_epoch))]
+        if isinstance(message, Error):
+            self.phase = Phase.CLOSED
+            return [Close(f"active reported {message.code}: {message.message}", by_peer=True)]
+        return self._close_by_peer("protocol", f"unexpected {type(message).__name__}")
+
+    def _hello(self, hello: Hello) -> list[ReceiverAction]:
+        expected = auth.proof(
+            self._secret, "active", self.group, hello.node, self.node_id, self._nonce, hello.nonce
+        )
+        if hello.group != self.group:
+            return self._reject("wrong_group", f"group {hello.group!r} is not {self.group!r}")
+        if hello.node == self.node_id:
+            return self._reject("wrong_node", f"node id {hello.node!r} is this node's own id")
+        if not auth.verify(expected, hello.proof):
+            return self._reject("auth", "authentication failed")
+        if hello.epoch < self.highest_epoch:
+            return self._reject(
+                "stale_epoch", f"epoch {hello.epoch} < highest seen {self.highest_epoch}"
+            )
+        self.highest_epoch = hello.epoch
+        self.peer = hello.node
+        self.phase = Phase.SYNCING
+        mine = auth.proof(
+            self._secret, "passive", self.group, hello.node, self.node_id, self._nonce, hello.nonce
+        )
+        return [Send(HelloOk(self.node_id, self.log_end, self.last_epoch, self.committed, mine))]
+
+    def _truncate(self, message: Truncate) -> list[ReceiverAction]:
+        if self._pending:
+            return self._close_by_peer("protocol", "Truncate while appends are in flight")
+        if message.to_offset < self.committed:
+            reason = (
+                f"divergence below the committed offset: asked to truncate to {message.to_offset}, "
+                f"{self.committed} is committed here (operator action needed)"
+            )
+            self.phase = Phase.CLOSED
+            return [
+                Count("replication_divergence_refused"),
+                Send(Error("divergence", reason)),
+                Close(reason, False),
+            ]
+        if message.to_offset >= self.log_end:
+            return [Send(Ack(self.durable_end, self.last_epoch))]
+        return [TruncateLog(message.to_offset)]
+
+    def truncated(self, log_end: int, last_epoch: int) -> list[ReceiverAction]:
+        """The shell cut the log; tell the active where we stand now."""
+        self.log_end = self.durable_end = log_end
+        self.last_epoch = last_epoch
+        return [Send(Ack(log_end, last_epoch))]
+
+    def _append(self, message: Append) -> list[ReceiverAction]:
+        if message.epoch < self.highest_epoch:
+            return self._close_by_peer(
+                "stale_epoch", f"Append under epoch {message.epoch} < {self.highest_epoch}"
+            )
+        if message.base_offset != self.log_end or message.count == 0:
+            return self._close_by_peer(
+                "gap", f"Append at {message.base_offset}, expected {self.log_end}"
+            )
+        self.phase = Phase.STREAMING
+        self.highest_epoch = message.epoch
+        end = message.base_offset + message.count
+        self.log_end = end
+        self.pending_bytes += len(message.frames)
+        self._pending.append((end, len(message.frames)))
+        self.committed = max(self.committed, min(message.commit_offset, self.durable_end))
+        return [AppendFrames(message.frames, message.base_offset, end)]
+
+    def durable(self, end_offset: int, last_epoch: int) -> list[ReceiverAction]:
+        """Everything below ``end_offset`` is fsynced: acknowledge it (cumulative)."""
+        while self._pending and self._pending[0][0] <= end_offset:
+            self.pending_bytes -= self._pending.pop(0)[1]
+        self.durable_end = max(self.durable_end, end_offset)
+        self.last_epoch = max(self.last_epoch, last_epoch)
+        if self.phase is Phase.CLOSED:
+            return []
+        return [Send(Ack(self.durable_end, self.last_epoch))]
+
+    def append_failed(self, reason: str) -> list[ReceiverAction]:
+        """The log refused the frames (bad CRC, gap, stale epoch): the peer sent garbage."""
+        return self._close_by_peer("bad_frames", reason)
+
+    def _reject(self, code: str, reason: str) -> list[ReceiverAction]:
+        self.phase = Phase.CLOSED
+        return [
+            Count(f"replication_rejected_{code}"),
+            Send(Reject(reason)),
+            Close(reason, by_peer=True),
+        ]
+
+    def _close_by_peer(self, code: str, reason: str) -> list[ReceiverAction]:
+        self.phase = Phase.CLOSED
+        return [
+            Count(f"replication_errors_{code}"),
+            Send(Error(code, reason)),
+            Close(reason, by_peer=True),
+        ]
