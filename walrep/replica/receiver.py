@@ -152,17 +152,34 @@ class Receiver:
             return self._reject("wrong_node", f"node id {hello.node!r} is this node's own id")
         if not auth.verify(expected, hello.proof):
             return self._reject("auth", "authentication failed")
-        if hello.epoch < self.highest_epoch:
-            return self._reject(
-                "stale_epoch", f"epoch {hello.epoch} < highest seen {self.highest_epoch}"
-            )
-        self.highest_epoch = hello.epoch
         self.peer = hello.node
+        self.highest_epoch = hello.epoch
+        self._hello_nonce = hello.nonce
+        self.phase = Phase.AUTHENTICATED
+        return [Authenticated(hello.node, hello.epoch)]
+
+    def accept(
+        self, *, log_end: int, last_epoch: int, committed: int, highest_epoch: int
+    ) -> list[ReceiverAction]:
+        """The shell holds the connection slot; this is the log as it stands now."""
+        assert self.phase is Phase.AUTHENTICATED and self.peer is not None
+        seen = max(highest_epoch, last_epoch)
+        if self.highest_epoch < seen:
+            return self._reject("stale_epoch", f"epoch {self.highest_epoch} < highest seen {seen}")
+        self.log_end = self.durable_end = log_end
+        self.last_epoch = last_epoch
+        self.committed = committed
         self.phase = Phase.SYNCING
         mine = auth.proof(
-            self._secret, "passive", self.group, hello.node, self.node_id, self._nonce, hello.nonce
+            self._secret,
+            "passive",
+            self.group,
+            self.peer,
+            self.node_id,
+            self._nonce,
+            self._hello_nonce,
         )
-        return [Send(HelloOk(self.node_id, self.log_end, self.last_epoch, self.committed, mine))]
+        return [Send(HelloOk(self.node_id, log_end, last_epoch, committed, mine))]
 
     def _truncate(self, message: Truncate) -> list[ReceiverAction]:
         if self._pending:
