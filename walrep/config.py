@@ -101,6 +101,43 @@ class EventSyncServerSection(_Section):
     advertised_port: int | None = Field(None, ge=1, le=65535)
 
 
+class TlsSection(_Section):
+    """Optional TLS for event sync (stdlib ssl): our certificate and the CA we trust."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+class EventSyncClientSection(_Section):
+    """seed: deployment.config.eventSyncClientPool (one connection is enough here)."""
+
+    connect_timeout_ms: int = Field(1000, gt=0)
+    reconnect_backoff_max_ms: int = Field(2000, gt=0)
+
+
+class ReplicationSection(_Section):
+    """Log shipping from the active to the passive (the seed shipped without any ack)."""
+
+    secret_env: str = "WALREP_CLUSTER_SECRET"  # the shared secret; never in the file
+    ack_policy: Literal["all", "local"] = "all"
+    on_standby_loss: Literal["degrade", "block"] = "degrade"
+    standby_timeout_ms: int = Field(1000, gt=0)
+    window_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    window_batches: int = Field(64, gt=0, le=4096)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024)
+    buffer_bytes_max: int = Field(32 * 1024 * 1024, gt=0)
+    tls: TlsSection | None = None
+
+    def secret(self) -> bytes:
+        value = os.environ.get(self.secret_env)
+        if not value:
+            raise ConfigError(
+                f"deployment.replication.secret_env: variable {self.secret_env} is not set"
+            )
+        return value.encode()
+
+
 class DeploymentSection(_Section):
     """seed: deployment.config."""
 
@@ -109,6 +146,8 @@ class DeploymentSection(_Section):
     passive_node_details_retry_sleep_ms: int = Field(100, gt=0)  # seed: 500
     event_buffer_capacity: int = Field(20_000, gt=0)  # seed: eventByteBufferQueueCapacity
     event_sync_server: EventSyncServerSection = EventSyncServerSection()
+    event_sync_client: EventSyncClientSection = EventSyncClientSection()
+    replication: ReplicationSection = ReplicationSection()
 
 
 def _default_datasources() -> list[DatasourceSection]:

@@ -47,6 +47,7 @@ class ReplicaSettings:
     node_id: str
     secret: bytes
     buffer_bytes_max: int = 32 * 1024 * 1024
+    buffer_events_max: int = 20_000  # seed: eventByteBufferQueueCapacity
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     idle_timeout_ms: int = 3000
 
@@ -109,6 +110,7 @@ class PassiveServer:
             s.secret,
             os.urandom(NONCE_BYTES),
             buffer_bytes_max=s.buffer_bytes_max,
+            buffer_events_max=s.buffer_events_max,
         )
         conn = _Connection(reader, writer, receiver)
         self._connections.add(conn)

@@ -9,7 +9,8 @@ to send and storage actions for the shell. Ordering contracts:
   highest epoch this node has seen and it starts exactly at the expected offset.
 * A ``Truncate`` below the committed offset is refused (``Error`` + close): committed
   events are never dropped; that needs an operator.
-* Appended-but-not-durable bytes are bounded by ``buffer_bytes_max``; past it,
+* Appended-but-not-durable data is bounded by ``buffer_bytes_max`` and
+  ``buffer_events_max`` (the seed's ``eventByteBufferQueueCapacity``); past either,
   ``wants_data()`` is False and the shell stops reading the socket, so TCP backpressure
   reaches the active (and through its window, its publishers).
 """
@@ -97,6 +98,7 @@ class Receiver:
         nonce: bytes,
         *,
         buffer_bytes_max: int,
+        buffer_events_max: int = 2**62,
     ) -> None:
         self.group = group
         self.node_id = node_id
@@ -109,8 +111,10 @@ class Receiver:
         self.highest_epoch = 0
         self._hello_nonce = b""
         self.buffer_bytes_max = buffer_bytes_max
+        self.buffer_events_max = buffer_events_max  # seed: eventByteBufferQueueCapacity
         self.pending_bytes = 0
-        self._pending: list[tuple[int, int]] = []  # (end offset, bytes) not yet durable
+        self.pending_events = 0
+        self._pending: list[tuple[int, int, int]] = []  # (end, bytes, events) not yet durable
         self.phase = Phase.AWAIT_HELLO
         self.peer: str | None = None
 
@@ -119,7 +123,10 @@ class Receiver:
 
     def wants_data(self) -> bool:
         """False while the buffer of not-yet-durable bytes is full: stop reading."""
-        return self.pending_bytes < self.buffer_bytes_max
+        return (
+            self.pending_bytes < self.buffer_bytes_max
+            and self.pending_events < self.buffer_events_max
+        )
 
     def received(self, message: Message) -> list[ReceiverAction]:
         if self.phase is Phase.CLOSED:
@@ -219,14 +226,17 @@ class Receiver:
         end = message.base_offset + message.count
         self.log_end = end
         self.pending_bytes += len(message.frames)
-        self._pending.append((end, len(message.frames)))
+        self.pending_events += message.count
+        self._pending.append((end, len(message.frames), message.count))
         self.committed = max(self.committed, min(message.commit_offset, self.durable_end))
         return [AppendFrames(message.frames, message.base_offset, end)]
 
     def durable(self, end_offset: int, last_epoch: int) -> list[ReceiverAction]:
         """Everything below ``end_offset`` is fsynced: acknowledge it (cumulative)."""
         while self._pending and self._pending[0][0] <= end_offset:
-            self.pending_bytes -= self._pending.pop(0)[1]
+            _, size, count = self._pending.pop(0)
+            self.pending_bytes -= size
+            self.pending_events -= count
         self.durable_end = max(self.durable_end, end_offset)
         self.last_epoch = max(self.last_epoch, last_epoch)
         if self.phase is Phase.CLOSED:

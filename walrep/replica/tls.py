@@ -1,0 +1,36 @@
+"""TLS contexts for event sync from ``deployment.replication.tls`` (stdlib ``ssl``).
+
+Mutual TLS: each node presents its certificate and accepts only peers whose certificate
+is signed by the configured CA. The HMAC handshake still runs inside TLS: TLS protects
+the bytes, the shared secret proves group membership.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from walrep.config import TlsSection
+from walrep.errors import ConfigError
+
+
+def server_context(tls: TlsSection) -> ssl.SSLContext:
+    context = _context(ssl.Purpose.CLIENT_AUTH, tls)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(tls: TlsSection) -> ssl.SSLContext:
+    context = _context(ssl.Purpose.SERVER_AUTH, tls)
+    context.check_hostname = False  # peers are pinned by the CA, addresses may be IPs
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _context(purpose: ssl.Purpose, tls: TlsSection) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(purpose, cafile=str(tls.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"deployment.replication.tls: {e}") from e
+    return context
