@@ -125,14 +125,17 @@ class Shipper:
         self.conn = Conn.DOWN
         self._nonce = b""
         self._peer_nonce = b""
+        self._passive_committed = 0  # from this connection's HelloOk
         self._next_send = 0
         self._in_flight: deque[tuple[int, int]] = deque()  # (end offset, bytes)
         self._in_flight_bytes = 0
+        self._unfit_bytes = 0  # size of the read at _next_send that did not fit the window
         self._reading = False
         self._last_heard_ms = 0
         self._last_progress_ms = 0
         self._last_sent_ms = 0
         self._lost_while_marking = False
+        self._absent_since_ms: int | None = None  # first tick without a streaming standby
 
     # --- connection ------------------------------------------------------------------------
 
@@ -141,6 +144,7 @@ class Shipper:
         self._nonce = nonce
         self._in_flight.clear()
         self._in_flight_bytes = 0
+        self._unfit_bytes = 0
         self._reading = False
         self._last_heard_ms = self._last_progress_ms = self._last_sent_ms = now_ms
         return []
@@ -213,13 +217,19 @@ class Shipper:
                 Close("passive failed authentication", by_peer=True),
             ]
         self.conn = Conn.SYNCING
+        self._passive_committed = ok.committed
         return self._resync(ok.log_end, ok.last_epoch, now_ms)
 
     def _resync(self, passive_end: int, passive_epoch: int, now_ms: int) -> list[ShipperAction]:
         """Truncate the passive to a prefix of our log, or start streaming at its end."""
         # The largest epoch here not above the passive's last one, and where it ends here.
-        _, end = self._epoch_end(passive_epoch) if passive_epoch > 0 else (0, 0)
+        found, end = self._epoch_end(passive_epoch) if passive_epoch > 0 else (0, 0)
         agreed = min(end, passive_end) if passive_epoch > 0 else 0
+        if found != passive_epoch:
+            # Its last epoch never wrote here, so its events of that epoch diverge from a
+            # point we cannot see, maybe below ``end``. Its committed prefix agrees (it is
+            # on every in-sync node): cut back to that. Kafka asks the follower (KIP-279).
+            agreed = min(agreed, self._passive_committed)
         if agreed < passive_end:
             return [Send(Truncate(agreed))]
         if passive_end < self.log_start:  # retention removed what it needs
@@ -231,6 +241,7 @@ class Shipper:
                 Close(reason, False),
             ]
         self.conn = Conn.STREAMING
+        self._absent_since_ms = None
         self.acked = max(self.acked, passive_end)
         self._next_send = passive_end
         self._last_progress_ms = now_ms
@@ -270,7 +281,15 @@ class Shipper:
         self._reading = False
         if self.conn is not Conn.STREAMING or base_offset != self._next_send:
             return []  # the connection changed while reading: this read is stale
+        if self._in_flight and self._in_flight_bytes + len(frames) > self.config.window_bytes:
+            # A read returns at least one frame, which may not fit: drop it, and read it
+            # again once acks leave room for it (alone, when nothing is in flight).
+            self._unfit_bytes = len(frames)
+            return []
+        self._unfit_bytes = 0
         self._next_send = end_offset
+        if not self._in_flight:  # the stall clock runs from here, not from an old ack
+            self._last_progress_ms = now_ms
         self._in_flight.append((end_offset, len(frames)))
         self._in_flight_bytes += len(frames)
         self._last_sent_ms = now_ms
@@ -286,6 +305,7 @@ class Shipper:
             or self._next_send >= self.log_end
             or len(self._in_flight) >= c.window_batches
             or room <= 0
+            or (self._in_flight and self._unfit_bytes > room)
         ):
             return []
         self._reading = True
@@ -345,9 +365,19 @@ class Shipper:
     # --- time ---------------------------------------------------------------------------------
 
     def tick(self, now_ms: int) -> list[ShipperAction]:
-        if self.conn is Conn.DOWN:
-            return []
         timeout = self.config.standby_timeout_ms
+        if self.conn is Conn.DOWN:
+            # A standby that never gets to streaming (down, refusing, failing the
+            # handshake) has no connection to lose: it is lost once this lasts too long.
+            if self._absent_since_ms is None:
+                self._absent_since_ms = now_ms
+            if (
+                self.standby_state is Standby.IN_SYNC
+                and self.config.degrade
+                and now_ms - self._absent_since_ms > timeout
+            ):
+                return [Count("replication_standby_timeout"), *self._standby_lost()]
+            return []
         stalled = bool(self._in_flight) and now_ms - self._last_progress_ms > timeout
         if stalled or now_ms - self._last_heard_ms > timeout:
             self.conn = Conn.DOWN
