@@ -162,24 +162,37 @@ class MessageReader:
     def __init__(self, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.max_message_bytes = max_message_bytes
         self._buffer = bytearray()
+        self._error: PeerProtocolError | None = None
 
     def feed(self, data: bytes) -> list[Message]:
-        """Messages completed by ``data``; ``PeerProtocolError`` on anything malformed."""
+        """Messages completed by ``data``; ``PeerProtocolError`` on anything malformed.
+
+        Messages decoded before a malformed one are returned first (an ``Error`` followed
+        by junk still arrives); the error is raised by the next call.
+        """
+        if self._error is not None:
+            raise self._error
         self._buffer += data
         out: list[Message] = []
-        while len(self._buffer) >= PREFIX_BYTES:
-            length, crc = _PREFIX.unpack_from(self._buffer)
-            if length == 0 or length > self.max_message_bytes:
-                raise PeerProtocolError(
-                    f"message of {length} bytes (limit {self.max_message_bytes})"
-                )
-            if len(self._buffer) < PREFIX_BYTES + length:
-                break
-            body = bytes(self._buffer[PREFIX_BYTES : PREFIX_BYTES + length])
-            del self._buffer[: PREFIX_BYTES + length]
-            if google_crc32c.value(body) != crc:
-                raise PeerProtocolError("message fails its CRC32C")
-            out.append(decode_body(body))
+        try:
+            while len(self._buffer) >= PREFIX_BYTES:
+                length, crc = _PREFIX.unpack_from(self._buffer)
+                if length == 0 or length > self.max_message_bytes:
+                    raise PeerProtocolError(
+                        f"message of {length} bytes (limit {self.max_message_bytes})"
+                    )
+                if len(self._buffer) < PREFIX_BYTES + length:
+                    break
+                body = bytes(self._buffer[PREFIX_BYTES : PREFIX_BYTES + length])
+                del self._buffer[: PREFIX_BYTES + length]
+                if google_crc32c.value(body) != crc:
+                    raise PeerProtocolError("message fails its CRC32C")
+                out.append(decode_body(body))
+        except PeerProtocolError as e:
+            self._buffer.clear()
+            if not out:
+                raise
+            self._error = e
         return out
 
     @property

@@ -147,6 +147,9 @@ class Shipper:
         self._unfit_bytes = 0
         self._reading = False
         self._last_heard_ms = self._last_progress_ms = self._last_sent_ms = now_ms
+        if not self.config.ack_all and self.standby_state is Standby.IN_SYNC and self.standby:
+            self.standby_state = Standby.MARKING_OUT  # see _maybe_mark_in_sync
+            return [RecordInSync(self.standby, False)]
         return []
 
     def disconnected(self, reason: str) -> list[ShipperAction]:
@@ -326,8 +329,11 @@ class Shipper:
         return [Committed(candidate)]
 
     def _maybe_mark_in_sync(self) -> list[ShipperAction]:
+        # Under ack policy "local" commits never wait for the standby, so it must never be
+        # recorded in sync: it could then take over without events we acknowledged.
         if (
-            self.standby_state is Standby.OUT_OF_SYNC
+            self.config.ack_all
+            and self.standby_state is Standby.OUT_OF_SYNC
             and self.standby
             and self.acked >= self.committed
         ):
