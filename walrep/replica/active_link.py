@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from walrep.errors import PeerProtocolError, WalrepError
+from walrep.errors import ClosedError, PeerProtocolError, WalrepError
 from walrep.log.frame import Event
 from walrep.log.types import AppendResult
 from walrep.log.wal import Wal
@@ -33,6 +33,7 @@ from walrep.replica.shipper import Committed, ReadFrames, RecordInSync, Shipper,
 
 log = logging.getLogger(__name__)
 TICK_S = 0.02
+CLOSE_GRACE_S = 0.2  # a connection we give up on is aborted if not closed by then
 
 
 def monotonic_ms() -> int:
@@ -82,6 +83,8 @@ class ActiveLink:
         """Return once every offset below ``offset`` is committed."""
         if self.shipper.committed >= offset:
             return
+        if self._stopping:
+            raise ClosedError("event sync is stopped: the offset will not be committed here")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._seq += 1
         bisect.insort(self._waiters, (offset, self._seq, future))
@@ -98,33 +101,44 @@ class ActiveLink:
     async def run(self) -> None:
         """Connect, serve, reconnect with backoff, until ``stop``."""
         backoff_s = 0.05
-        while not self._stopping:
-            address = await self._peer_address()
-            if address is not None:
-                try:
-                    await self._session(address)
-                    backoff_s = 0.05
-                except (OSError, TimeoutError, PeerProtocolError) as e:
-                    self.metrics["replication_connect_failures"] += 1
-                    log.info("event sync to %s:%s: %s", address[0], address[1], e)
-            if not self._stopping:
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, self._backoff_max_s)
+        # Ticks also while disconnected: a standby that never connects is lost on time too.
+        ticker = asyncio.create_task(self._tick())
+        try:
+            while not self._stopping:
+                address = await self._peer_address()
+                if address is not None:
+                    try:
+                        await self._session(address)
+                        backoff_s = 0.05
+                    except (OSError, TimeoutError, PeerProtocolError) as e:
+                        self.metrics["replication_connect_failures"] += 1
+                        log.info("event sync to %s:%s: %s", address[0], address[1], e)
+                if not self._stopping:
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, self._backoff_max_s)
+        finally:
+            ticker.cancel()
 
     async def stop(self) -> None:
         self._stopping = True
         if self._writer is not None:
-            self._writer.close()
+            _drop(self._writer)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:  # nothing commits any more: do not leave them hanging
+            if not future.done():
+                future.set_exception(ClosedError("event sync stopped before the commit"))
 
     async def _session(self, address: tuple[str, int]) -> None:
         async with asyncio.timeout(self._connect_timeout_s):
             reader, writer = await asyncio.open_connection(*address, ssl=self._ssl)
+        if self._stopping:  # stop() came while looking up the peer or connecting
+            _drop(writer)
+            return
         self._writer = writer
         self._run(self.shipper.connected(monotonic_ms(), os.urandom(NONCE_BYTES)))
-        ticker = asyncio.create_task(self._tick())
         messages = MessageReader(self.settings.max_message_bytes)
         reason = "connection closed by the passive"
         try:
@@ -138,7 +152,6 @@ class ActiveLink:
             self.metrics["replication_errors_malformed"] += 1
             reason = str(e)
         finally:
-            ticker.cancel()
             if self._writer is writer:
                 self._writer = None
                 self._run(self.shipper.disconnected(reason))
@@ -161,14 +174,17 @@ class ActiveLink:
             elif isinstance(action, Committed):
                 self._commit(action.offset)
             elif isinstance(action, RecordInSync):
-                self._spawn(self._record(action))
+                # Stopping is not losing the standby: recording it out of sync now would
+                # only keep it from taking over. Commits stay frozen instead.
+                if not self._stopping:
+                    self._spawn(self._record(action))
             elif isinstance(action, Count):
                 self.metrics[action.metric] += 1
             elif isinstance(action, Close):
                 level = logging.WARNING if action.by_peer else logging.INFO
                 log.log(level, "event sync to %s closed: %s", self.shipper.standby, action.reason)
                 if self._writer is not None:
-                    self._writer.close()
+                    _drop(self._writer)
                     self._writer = None
 
     def _read(self, action: ReadFrames) -> None:
@@ -188,7 +204,10 @@ class ActiveLink:
             log.error("event sync: reading the log from %d failed: %s", action.from_offset, e)
             parts = []
         if not parts:
-            self._run([Close(f"no frames readable from {action.from_offset}", by_peer=False)])
+            # Not the shipper's own decision: tell it the connection is gone (the standby
+            # may be lost), then drop it; the session then ends without a second report.
+            reason = f"no frames readable from {action.from_offset}"
+            self._run([*self.shipper.disconnected(reason), Close(reason, by_peer=False)])
             return
         self._run(self.shipper.frames_read(base, end, b"".join(parts), monotonic_ms()))
 
@@ -208,6 +227,15 @@ class ActiveLink:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _drop(writer: asyncio.StreamWriter) -> None:
+    """Close a connection we give up on without waiting for the peer: a graceful close
+    (a last Error may still reach it), aborted if the peer does not take the buffered
+    bytes promptly. The session waits for the close, and a hung or partitioned peer would
+    otherwise hold it (no reconnect, no stop) until TCP gives up, minutes later."""
+    writer.close()
+    asyncio.get_running_loop().call_later(CLOSE_GRACE_S, writer.transport.abort)
 
 
 class ReplicatedLog:

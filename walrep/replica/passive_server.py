@@ -150,6 +150,8 @@ class PassiveServer:
                 return
             for message in batch:
                 await self._run(conn, conn.receiver.received(message))
+                # A Heartbeat also carries the commit offset: keep it beyond this connection.
+                self.committed = max(self.committed, conn.receiver.committed)
                 if not conn.is_open():  # an action may have closed it
                     return
 
@@ -170,7 +172,10 @@ class PassiveServer:
                     conn, conn.receiver.truncated(self.wal.log_end, self.wal.last_epoch)
                 )
             elif isinstance(action, Authenticated):
-                await self._take_slot(conn)
+                # A stale active (accept() below rejects it) must not close the current
+                # one's connection first: it could keep the standby from ever staying in sync.
+                if action.epoch >= max(self.highest_epoch, self.wal.last_epoch):
+                    await self._take_slot(conn)
                 if self.wal.log_end != self.wal.durable_end:
                     await self.wal.sync()
                 accept = conn.receiver.accept(
