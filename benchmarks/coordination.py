@@ -33,16 +33,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import logging
 import math
 import os
-import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +51,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+import bench_common
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -512,58 +510,11 @@ async def cleanup(store: SqlStore, groups: list[str]) -> None:
 # --- machine and report -------------------------------------------------------------------
 
 
-def filesystem_of(path: Path) -> tuple[str, str, str]:
-    """(fs type, device, mount point) of the mount holding ``path``, from /proc/self/mounts."""
-    best = ("?", "?", "")
-    target = str(path.resolve())
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return best
-    for line in lines:
-        device, mount, fstype = line.split()[:3]
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best[2]):
-            best = (fstype, device, mount)
-    return best
-
-
 def machine_info(sqlite_dir: Path) -> dict[str, Any]:
-    fstype, device, mount = filesystem_of(sqlite_dir)
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-        except OSError:
-            return "?"
-        return done.stdout.strip()
-
     packages = ("sqlalchemy", "aiosqlite", "aiomysql", "pymysql", "asyncpg")
-    return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": {p: package_version(p) for p in packages},
-        "sqlite_dir": str(sqlite_dir),
-        "sqlite_filesystem": fstype,
-        "sqlite_device": device,
-        "sqlite_mount": mount,
-        "loadavg_start": os.getloadavg(),
-        "walrep_commit": git("rev-parse", "--short", "HEAD"),
-        "walrep_changes": git(
-            "status", "--porcelain", "--untracked-files=no", "--", "walrep/replica", "walrep/db.py"
-        ).splitlines(),
-    }
+    info = bench_common.machine_info(sqlite_dir, ["walrep/replica", "walrep/db.py"])
+    info["packages"] = {p: package_version(p) for p in packages}
+    return info
 
 
 def python_command() -> str:
@@ -759,13 +710,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"walrep coordination benchmark  {info['date']}  commit {info['walrep_commit']}{changed}\n"
         f"python {info['python']}, {info['cpus_usable']} cpus ({info['cpu_model']}); "
-        f"SQLite in {sqlite_dir} ({info['sqlite_filesystem']} on {info['sqlite_device']})\n"
+        f"SQLite in {sqlite_dir} ({info['filesystem']} on {info['device']})\n"
         f"{args.iterations} timed calls per case after {args.warmup} warm-up; "
         f"{args.failovers} crashes + {args.failovers} switchovers per backend; {timing}",
         flush=True,
     )
-    if info["sqlite_filesystem"] in MEMORY_FS:
-        print(f"WARNING: {sqlite_dir} is on {info['sqlite_filesystem']}: SQLite commits are free")
+    if info["filesystem"] in MEMORY_FS:
+        print(f"WARNING: {sqlite_dir} is on {info['filesystem']}: SQLite commits are free")
     try:
         results = asyncio.run(run(args, sqlite_dir))
     finally:

@@ -36,7 +36,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -52,6 +51,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+
+import bench_common
 
 from walrep.cli.demo import sample_events
 from walrep.log import EncodedBatch, Event, LogConfig, Wal
@@ -519,58 +520,8 @@ def spawn(
 # --- machine -------------------------------------------------------------------------------
 
 
-def filesystem_of(path: Path) -> tuple[str, str, str]:
-    """(fs type, device, mount point) of the mount holding ``path``, from /proc/self/mounts."""
-    best = ("?", "?", "")
-    target = str(path.resolve())
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return best
-    for line in lines:
-        device, mount, fstype = line.split()[:3]
-        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best[2]):
-            best = (fstype, device, mount)
-    return best
-
-
 def machine_info(root: Path) -> dict[str, Any]:
-    fstype, device, mount = filesystem_of(root)
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-        except OSError:
-            return "?"
-        return done.stdout.strip()
-
-    return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "filesystem": fstype,
-        "device": device,
-        "mount": mount,
-        "bench_dir": str(root),
-        "loadavg_start": os.getloadavg(),
-        "walrep_commit": git("rev-parse", "--short", "HEAD"),
-        "walrep_changes": git(
-            "status", "--porcelain", "--untracked-files=no", "--", "walrep/log", "walrep/replica"
-        ).splitlines(),
-    }
+    return bench_common.machine_info(root, ["walrep/log", "walrep/replica"])
 
 
 # --- report ------------------------------------------------------------------------------
