@@ -1,0 +1,1 @@
+"""Deterministic simulator of walrep's replication: real cores, simulated world."""
