@@ -47,7 +47,15 @@ class SilentPassive:
                 if isinstance(action, Send):
                     writer.write(encode(action.message))
                 elif isinstance(action, Authenticated):
-                    run(receiver.accept(log_end=0, last_epoch=0, committed=0, highest_epoch=0))
+                    run(
+                        receiver.accept(
+                            log_end=0,
+                            last_epoch=0,
+                            last_epoch_start=0,
+                            committed=0,
+                            highest_epoch=0,
+                        )
+                    )
                 elif isinstance(action, AppendFrames):
                     self.received_bytes += len(action.frames)
 

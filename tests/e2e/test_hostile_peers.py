@@ -127,7 +127,7 @@ def framed(message_type: int, body: bytes) -> bytes:
         (crc_garbage(1), "replication_errors_malformed"),
         (random.Random(2).randbytes(4096), "replication_errors_malformed"),
         (framed(MessageType.HELLO, b"{not json"), "replication_errors_malformed"),
-        (encode(Ack(10, 1)), "replication_errors_protocol"),  # well formed, before Hello
+        (encode(Ack(10, 1, 0)), "replication_errors_protocol"),  # well formed, before Hello
     ],
     ids=["bad-crc", "random", "bad-json", "ack-before-hello"],
 )
@@ -200,7 +200,7 @@ def impostor(secret: bytes, node: str) -> tuple[Handler, list[str]]:
         if not isinstance(hello, Hello):
             return
         proof = auth.proof(secret, "passive", hello.group, hello.node, node, nonce, hello.nonce)
-        writer.write(encode(HelloOk(node, 0, 0, 0, proof)))
+        writer.write(encode(HelloOk(node, 0, 0, 0, 0, proof)))
         while data := await reader.read(65536):
             after.extend(type(m).__name__ for m in messages.feed(data))
 

@@ -150,6 +150,10 @@ class MemLog:
     def last_epoch(self) -> int:
         return self.epochs[-1].epoch if self.epochs else 0
 
+    @property
+    def last_epoch_start(self) -> int:
+        return self.epochs[-1].start_offset if self.epochs else 0
+
     def history(self) -> EpochHistory:
         # Only the pure lookups are used: the path is never written.
         return EpochHistory(Path("/nonexistent/epochs"), list(self.epochs))
@@ -644,7 +648,9 @@ class Harness:
         if self.conn is not None:
             receiver = self.conn.receiver
             was = receiver.wants_data()
-            self._passive_actions(receiver.durable(log.durable_end, log.last_epoch))
+            self._passive_actions(
+                receiver.durable(log.durable_end, log.last_epoch, log.last_epoch_start)
+            )
             self.passive_committed = max(self.passive_committed, receiver.committed)
             if not was and receiver.wants_data():
                 self.emit("p: reading again")
@@ -866,7 +872,9 @@ class Harness:
             elif isinstance(action, TruncateLog):
                 self.emit(f"p: truncate-log {action.to_offset}")
                 log.truncate(action.to_offset)
-                self._passive_actions(receiver.truncated(log.log_end, log.last_epoch))
+                self._passive_actions(
+                    receiver.truncated(log.log_end, log.last_epoch, log.last_epoch_start)
+                )
             elif isinstance(action, Authenticated):
                 self.emit(f"p: authenticated {action.peer} epoch={action.epoch}")
                 self._flush_passive()
@@ -878,6 +886,7 @@ class Harness:
                 accepted = receiver.accept(
                     log_end=log.durable_end,
                     last_epoch=log.last_epoch,
+                    last_epoch_start=log.last_epoch_start,
                     committed=committed,
                     highest_epoch=self.passive_highest_epoch,
                 )

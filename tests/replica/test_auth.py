@@ -144,7 +144,7 @@ def shipper_awaiting_hello_ok() -> Shipper:
 
 def test_the_shipper_accepts_a_good_passive_proof() -> None:
     s = shipper_awaiting_hello_ok()
-    s.received(HelloOk("p1", 0, 0, 0, proof(role="passive")), 0)
+    s.received(HelloOk("p1", 0, 0, 0, 0, proof(role="passive")), 0)
     assert s.conn is Conn.STREAMING
 
 
@@ -160,7 +160,7 @@ def test_the_shipper_accepts_a_good_passive_proof() -> None:
 )
 def test_the_shipper_refuses_a_bad_passive_proof(bad: bytes) -> None:
     s = shipper_awaiting_hello_ok()
-    actions = s.received(HelloOk("p1", 0, 0, 0, bad), 0)
+    actions = s.received(HelloOk("p1", 0, 0, 0, 0, bad), 0)
     assert any(isinstance(a, Close) for a in actions)
     assert not any(isinstance(a, Send) for a in actions)  # nothing shipped to an impostor
     assert s.conn is Conn.DOWN

@@ -43,12 +43,12 @@ PROOF = bytes(range(32))
 SAMPLES: list[Message] = [
     Challenge("p1", NONCE),
     Hello("g1", "a1", 7, 1234, NONCE, PROOF),
-    HelloOk("p1", 1200, 6, 1100, PROOF),
+    HelloOk("p1", 1200, 6, 1150, 1100, PROOF),
     Reject("authentication failed"),
     Truncate(1000),
     Append(7, 1200, 34, 1100, b"WALR" + bytes(200)),
     Append(1, 0, 1, 0, b""),
-    Ack(1234, 7),
+    Ack(1234, 7, 1200),
     Heartbeat(1234),
     Error("divergence", "asked to truncate to 3, 5 is committed here"),
     Hello("gröup", "äctive", U64, U64, b"", b"\x00" * 128),  # extremes that must pass
@@ -124,11 +124,11 @@ small_bytes = st.binary(max_size=128)
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Challenge, names, small_bytes),
     st.builds(Hello, names, names, u64, u64, small_bytes, small_bytes),
-    st.builds(HelloOk, names, u64, u64, u64, small_bytes),
+    st.builds(HelloOk, names, u64, u64, u64, u64, small_bytes),
     st.builds(Reject, names),
     st.builds(Truncate, u64),
     st.builds(Append, u64, u64, st.integers(0, 2**32 - 1), u64, st.binary(max_size=300)),
-    st.builds(Ack, u64, u64),
+    st.builds(Ack, u64, u64, u64),
     st.builds(Heartbeat, u64),
     st.builds(Error, names, names),
 )
@@ -201,7 +201,7 @@ def test_an_append_shorter_than_its_header_is_refused() -> None:
         MessageReader().feed(frame(bytes([MessageType.APPEND]) + b"\x01" * 27))
 
 
-GOOD_ACK = {"durable_offset": 3, "last_epoch": 1}
+GOOD_ACK = {"durable_offset": 3, "last_epoch": 1, "last_epoch_start": 0}
 GOOD_CHALLENGE = {"node": "p1", "nonce": NONCE.hex()}
 
 
@@ -252,7 +252,7 @@ def test_integers_must_be_unsigned_64_bit(value: object) -> None:
 
 def test_the_largest_u64_is_accepted() -> None:
     out = MessageReader().feed(json_frame(MessageType.ACK, {**GOOD_ACK, "durable_offset": U64}))
-    assert out == [Ack(U64, 1)]
+    assert out == [Ack(U64, 1, 0)]
 
 
 @pytest.mark.parametrize(
@@ -272,7 +272,14 @@ def test_a_string_field_must_be_a_short_string(value: object) -> None:
 
 
 def test_a_proof_must_be_hex_too() -> None:
-    values = {"node": "p1", "log_end": 0, "last_epoch": 0, "committed": 0, "proof": "no"}
+    values = {
+        "node": "p1",
+        "log_end": 0,
+        "last_epoch": 0,
+        "last_epoch_start": 0,
+        "committed": 0,
+        "proof": "no",
+    }
     with pytest.raises(PeerProtocolError, match="hex"):
         MessageReader().feed(json_frame(MessageType.HELLO_OK, values))
 

@@ -115,6 +115,10 @@ class SimLog:
     def last_epoch(self) -> int:
         return self.epochs.last_epoch
 
+    @property
+    def last_epoch_start(self) -> int:
+        return self.epochs.last_epoch_start
+
     def epoch_end(self, epoch: int) -> tuple[int, int]:
         """What the shipper's ``epoch_end`` callback answers (``EpochHistory.end_offset``)."""
         return self.epochs.end_offset(epoch, self.log_end)

@@ -1,9 +1,11 @@
 """The passive's side of event sync in the simulator: ``PassiveServer`` around ``Receiver``.
 
 A real ``Receiver`` per incoming connection; one authenticated slot per node: a
-connection that proved the secret (``Authenticated``) closes the older one, then the
-shell makes everything written durable and calls ``accept`` with the log as it stands
-(log end = durable end, last epoch, what it learnt is committed, highest epoch seen).
+connection that proved the secret (``Authenticated``) under an epoch that is not stale
+closes the older one and takes the slot; then the shell makes everything written
+durable and calls ``accept`` with the log as it stands (log end = durable end, last
+epoch and where it starts, what it learnt is committed, highest epoch seen), which
+rejects a stale active.
 Appends go to the simulated log and are acknowledged through ``durable`` only after a
 simulated fsync covers them. While the receiver's buffer is full the shell stops
 reading (bytes wait in the connection's inbox: backpressure). A silent connection is
@@ -51,7 +53,7 @@ class PassiveShell:
         self.node = node
         self.conns: dict[int, PassiveConn] = {}
         self.slot: int | None = None  # the one authenticated connection
-        self.awaiting_accept: int | None = None
+        self.awaiting_accept: list[int] = []  # authenticated, accept() once durable
         self.highest_epoch = node.log.last_epoch  # as PassiveServer
         self.committed = 0  # highest commit offset learnt from an active
 
@@ -92,7 +94,9 @@ class PassiveShell:
         log = self.node.log
         conn = self.conns.get(self.slot) if self.slot is not None else None
         if conn is not None and conn.receiver.durable_end < conn.receiver.log_end:
-            self._run(conn, conn.receiver.durable(log.durable_end, log.last_epoch))
+            self._run(
+                conn, conn.receiver.durable(log.durable_end, log.last_epoch, log.last_epoch_start)
+            )
             self._pump(conn)
         self._maybe_accept()
 
@@ -125,9 +129,14 @@ class PassiveShell:
             elif isinstance(action, TruncateLog):
                 node.sim.on_truncate(node, action.to_offset)
                 node.log.truncate_after(action.to_offset)
-                self._run(conn, conn.receiver.truncated(node.log.log_end, node.log.last_epoch))
+                self._run(
+                    conn,
+                    conn.receiver.truncated(
+                        node.log.log_end, node.log.last_epoch, node.log.last_epoch_start
+                    ),
+                )
             elif isinstance(action, Authenticated):
-                self._take_slot(conn)
+                self._authenticated(conn, action.epoch)
             elif isinstance(action, Count):
                 node.sim.count(action.metric)
             elif isinstance(action, Close):
@@ -139,7 +148,11 @@ class PassiveShell:
 
     def _append(self, conn: PassiveConn, action: AppendFrames) -> None:
         node = self.node
-        assert not conn.closed and self.slot == conn.cid, "AppendFrames without the slot"
+        if conn.closed or self.slot != conn.cid:
+            raise AssertionError(
+                f"{node.name}: connection {conn.cid} appends without holding the slot "
+                f"(slot: {self.slot}): two actives could write into this log"
+            )
         try:
             node.log.append_frames(action.frames, action.base_offset)
         except WalrepError as e:
@@ -150,32 +163,40 @@ class PassiveShell:
             node.sim.count("append_count_mismatch")
         node.request_sync()
 
-    def _take_slot(self, conn: PassiveConn) -> None:
-        old = self.conns.get(self.slot) if self.slot is not None else None
-        if old is not None and old is not conn:
-            self.close(old, "replaced by a newer connection")
-        self.slot = self.awaiting_accept = conn.cid
+    def _authenticated(self, conn: PassiveConn, epoch: int) -> None:
+        """Take the slot (closing the older connection) unless the active is stale: it
+        must not close the current one's connection, ``accept`` will reject it."""
+        if epoch >= max(self.highest_epoch, self.node.log.last_epoch):
+            old = self.conns.get(self.slot) if self.slot is not None else None
+            if old is not None and old is not conn:
+                self.close(old, "replaced by a newer connection")
+            self.slot = conn.cid
+        self.awaiting_accept.append(conn.cid)
         self.node.request_sync()
         self._maybe_accept()
 
     def _maybe_accept(self) -> None:
         """``accept`` once everything written is durable (PassiveServer syncs first)."""
         log = self.node.log
-        conn = self.conns.get(self.awaiting_accept) if self.awaiting_accept is not None else None
-        if conn is None:
-            self.awaiting_accept = None
+        if not self.awaiting_accept:
             return
         if log.durable_frames < len(log.frames):
             self.node.request_sync()
             return
-        self.awaiting_accept = None
-        actions = conn.receiver.accept(
-            log_end=log.durable_end,
-            last_epoch=log.last_epoch,
-            committed=min(self.committed, log.durable_end),
-            highest_epoch=self.highest_epoch,
-        )
-        self._run(conn, actions)
+        waiting, self.awaiting_accept = self.awaiting_accept, []
+        for cid in waiting:
+            conn = self.conns.get(cid)
+            if conn is None:
+                continue
+            actions = conn.receiver.accept(
+                log_end=log.durable_end,
+                last_epoch=log.last_epoch,
+                last_epoch_start=log.last_epoch_start,
+                committed=min(self.committed, log.durable_end),
+                highest_epoch=self.highest_epoch,
+            )
+            self.highest_epoch = max(self.highest_epoch, conn.receiver.highest_epoch)
+            self._run(conn, actions)
 
     def close(self, conn: PassiveConn, reason: str) -> None:
         if conn.closed:
@@ -185,5 +206,3 @@ class PassiveShell:
         del self.conns[conn.cid]
         if self.slot == conn.cid:
             self.slot = None
-        if self.awaiting_accept == conn.cid:
-            self.awaiting_accept = None

@@ -84,3 +84,16 @@ def test_the_same_seed_gives_the_same_trace() -> None:
     assert len(traces[0]) > 1000
     assert results[0] == results[1]
     assert Simulation(8).run().digest != results[0].digest
+
+
+# Seeds outside the CI range that once failed, kept so the bug they found stays fixed.
+# 2234: a restarted passive held an epoch the new active never saw; the active cut it
+# back to the passive's (forgotten) committed offset, 0, instead of to where that epoch
+# began on the passive (KIP-279): "truncates its log to 0, below 426, ... committed".
+REGRESSION_SEEDS = [2234]
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_regression_seeds(seed: int) -> None:
+    result = run_seed(seed)
+    assert result.ok, fail_line(result)

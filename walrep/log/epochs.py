@@ -65,6 +65,11 @@ class EpochHistory:
         return tuple(self._entries)
 
     @property
+    def last_epoch_start(self) -> int:
+        """Offset at which the highest epoch began writing; 0 for an unused log."""
+        return self._entries[-1].start_offset if self._entries else 0
+
+    @property
     def last_epoch(self) -> int:
         """Highest epoch written so far; 0 for a log that no writer has used."""
         return self._entries[-1].epoch if self._entries else 0

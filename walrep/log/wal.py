@@ -183,6 +183,10 @@ class Wal:
         return self.epochs.last_epoch
 
     @property
+    def last_epoch_start(self) -> int:
+        return self.epochs.last_epoch_start
+
+    @property
     def group_commit_stats(self) -> tuple[int, int]:
         """``(groups, requests)`` written by the group-commit writer since open."""
         return self._committer.groups_written, self._committer.requests_written

@@ -74,6 +74,7 @@ class HelloOk:
     node: str
     log_end: int
     last_epoch: int
+    last_epoch_start: int  # where its last epoch begins in its log (KIP-279's question)
     committed: int
     proof: bytes
 
@@ -111,6 +112,7 @@ class Ack:
     TYPE: ClassVar = MessageType.ACK
     durable_offset: int
     last_epoch: int
+    last_epoch_start: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,7 +169,10 @@ class PassiveServer:
                 await asyncio.gather(*conn.appends, return_exceptions=True)
                 self.wal.truncate_after(action.to_offset)
                 await self._run(
-                    conn, conn.receiver.truncated(self.wal.log_end, self.wal.last_epoch)
+                    conn,
+                    conn.receiver.truncated(
+                        self.wal.log_end, self.wal.last_epoch, self.wal.last_epoch_start
+                    ),
                 )
             elif isinstance(action, Authenticated):
                 # A stale active (accept() below rejects it) must not close the current
@@ -181,6 +184,7 @@ class PassiveServer:
                 accept = conn.receiver.accept(
                     log_end=self.wal.durable_end,
                     last_epoch=self.wal.last_epoch,
+                    last_epoch_start=self.wal.last_epoch_start,
                     committed=min(self.committed, self.wal.durable_end),
                     highest_epoch=self.highest_epoch,
                 )
@@ -214,7 +218,12 @@ class PassiveServer:
             conn.progress.set()
         self.committed = max(self.committed, conn.receiver.committed)
         self.highest_epoch = max(self.highest_epoch, conn.receiver.highest_epoch)
-        await self._run(conn, conn.receiver.durable(self.wal.durable_end, self.wal.last_epoch))
+        await self._run(
+            conn,
+            conn.receiver.durable(
+                self.wal.durable_end, self.wal.last_epoch, self.wal.last_epoch_start
+            ),
+        )
 
     def _close(self, conn: _Connection) -> None:
         if not conn.closed:

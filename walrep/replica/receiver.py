@@ -107,6 +107,7 @@ class Receiver:
         self.log_end = 0  # next offset expected (appended, maybe not durable yet)
         self.durable_end = 0
         self.last_epoch = 0
+        self.last_epoch_start = 0
         self.committed = 0
         self.highest_epoch = 0
         self._hello_nonce = b""
@@ -143,7 +144,7 @@ class Receiver:
             return self._append(message)
         if isinstance(message, Heartbeat):  # answered with an Ack: the active hears from us
             self.committed = max(self.committed, min(message.commit_offset, self.durable_end))
-            return [Send(Ack(self.durable_end, self.last_epoch))]
+            return [Send(Ack(self.durable_end, self.last_epoch, self.last_epoch_start))]
         if isinstance(message, Error):
             self.phase = Phase.CLOSED
             return [Close(f"active reported {message.code}: {message.message}", by_peer=True)]
@@ -166,7 +167,13 @@ class Receiver:
         return [Authenticated(hello.node, hello.epoch)]
 
     def accept(
-        self, *, log_end: int, last_epoch: int, committed: int, highest_epoch: int
+        self,
+        *,
+        log_end: int,
+        last_epoch: int,
+        last_epoch_start: int,
+        committed: int,
+        highest_epoch: int,
     ) -> list[ReceiverAction]:
         """The shell holds the connection slot; this is the log as it stands now."""
         assert self.phase is Phase.AUTHENTICATED and self.peer is not None
@@ -175,6 +182,7 @@ class Receiver:
             return self._reject("stale_epoch", f"epoch {self.highest_epoch} < highest seen {seen}")
         self.log_end = self.durable_end = log_end
         self.last_epoch = last_epoch
+        self.last_epoch_start = last_epoch_start
         self.committed = committed
         self.phase = Phase.SYNCING
         mine = auth.proof(
@@ -186,7 +194,7 @@ class Receiver:
             self._nonce,
             self._hello_nonce,
         )
-        return [Send(HelloOk(self.node_id, log_end, last_epoch, committed, mine))]
+        return [Send(HelloOk(self.node_id, log_end, last_epoch, last_epoch_start, committed, mine))]
 
     def _truncate(self, message: Truncate) -> list[ReceiverAction]:
         if self._pending:
@@ -203,14 +211,17 @@ class Receiver:
                 Close(reason, False),
             ]
         if message.to_offset >= self.log_end:
-            return [Send(Ack(self.durable_end, self.last_epoch))]
+            return [Send(Ack(self.durable_end, self.last_epoch, self.last_epoch_start))]
         return [TruncateLog(message.to_offset)]
 
-    def truncated(self, log_end: int, last_epoch: int) -> list[ReceiverAction]:
+    def truncated(
+        self, log_end: int, last_epoch: int, last_epoch_start: int
+    ) -> list[ReceiverAction]:
         """The shell cut the log; tell the active where we stand now."""
         self.log_end = self.durable_end = log_end
         self.last_epoch = last_epoch
-        return [Send(Ack(log_end, last_epoch))]
+        self.last_epoch_start = last_epoch_start
+        return [Send(Ack(log_end, last_epoch, last_epoch_start))]
 
     def _append(self, message: Append) -> list[ReceiverAction]:
         if message.epoch < self.highest_epoch:
@@ -231,17 +242,20 @@ class Receiver:
         self.committed = max(self.committed, min(message.commit_offset, self.durable_end))
         return [AppendFrames(message.frames, message.base_offset, end)]
 
-    def durable(self, end_offset: int, last_epoch: int) -> list[ReceiverAction]:
+    def durable(
+        self, end_offset: int, last_epoch: int, last_epoch_start: int
+    ) -> list[ReceiverAction]:
         """Everything below ``end_offset`` is fsynced: acknowledge it (cumulative)."""
         while self._pending and self._pending[0][0] <= end_offset:
             _, size, count = self._pending.pop(0)
             self.pending_bytes -= size
             self.pending_events -= count
         self.durable_end = max(self.durable_end, end_offset)
-        self.last_epoch = max(self.last_epoch, last_epoch)
+        if last_epoch > self.last_epoch:
+            self.last_epoch, self.last_epoch_start = last_epoch, last_epoch_start
         if self.phase is Phase.CLOSED:
             return []
-        return [Send(Ack(self.durable_end, self.last_epoch))]
+        return [Send(Ack(self.durable_end, self.last_epoch, self.last_epoch_start))]
 
     def append_failed(self, reason: str) -> list[ReceiverAction]:
         """The log refused the frames (bad CRC, gap, stale epoch): the peer sent garbage."""

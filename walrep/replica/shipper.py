@@ -125,7 +125,6 @@ class Shipper:
         self.conn = Conn.DOWN
         self._nonce = b""
         self._peer_nonce = b""
-        self._passive_committed = 0  # from this connection's HelloOk
         self._next_send = 0
         self._in_flight: deque[tuple[int, int]] = deque()  # (end offset, bytes)
         self._in_flight_bytes = 0
@@ -220,19 +219,20 @@ class Shipper:
                 Close("passive failed authentication", by_peer=True),
             ]
         self.conn = Conn.SYNCING
-        self._passive_committed = ok.committed
-        return self._resync(ok.log_end, ok.last_epoch, now_ms)
+        return self._resync(ok.log_end, ok.last_epoch, ok.last_epoch_start, now_ms)
 
-    def _resync(self, passive_end: int, passive_epoch: int, now_ms: int) -> list[ShipperAction]:
+    def _resync(
+        self, passive_end: int, passive_epoch: int, passive_epoch_start: int, now_ms: int
+    ) -> list[ShipperAction]:
         """Truncate the passive to a prefix of our log, or start streaming at its end."""
         # The largest epoch here not above the passive's last one, and where it ends here.
         found, end = self._epoch_end(passive_epoch) if passive_epoch > 0 else (0, 0)
         agreed = min(end, passive_end) if passive_epoch > 0 else 0
         if found != passive_epoch:
-            # Its last epoch never wrote here, so its events of that epoch diverge from a
-            # point we cannot see, maybe below ``end``. Its committed prefix agrees (it is
-            # on every in-sync node): cut back to that. Kafka asks the follower (KIP-279).
-            agreed = min(agreed, self._passive_committed)
+            # Its last epoch never wrote here: none of its events are ours, and none was
+            # committed (we would hold them). Cut back to where that epoch begins on the
+            # passive (KIP-279), then ask again: older epochs may agree further.
+            agreed = min(agreed, passive_epoch_start)
         if agreed < passive_end:
             return [Send(Truncate(agreed))]
         if passive_end < self.log_start:  # retention removed what it needs
@@ -252,7 +252,7 @@ class Shipper:
 
     def _ack(self, ack: Ack, now_ms: int) -> list[ShipperAction]:
         if self.conn is Conn.SYNCING:
-            return self._resync(ack.durable_offset, ack.last_epoch, now_ms)
+            return self._resync(ack.durable_offset, ack.last_epoch, ack.last_epoch_start, now_ms)
         if ack.durable_offset > self._next_send:
             self.conn = Conn.DOWN
             reason = f"Ack of {ack.durable_offset}, beyond what was sent ({self._next_send})"
