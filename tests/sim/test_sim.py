@@ -90,7 +90,8 @@ def test_the_same_seed_gives_the_same_trace() -> None:
 # 2234: a restarted passive held an epoch the new active never saw; the active cut it
 # back to the passive's (forgotten) committed offset, 0, instead of to where that epoch
 # began on the passive (KIP-279): "truncates its log to 0, below 426, ... committed".
-REGRESSION_SEEDS = [2234]
+# 9169: the same, with the roles swapped: b had to be cut back to 130, not to 0.
+REGRESSION_SEEDS = [2234, 9169]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)
