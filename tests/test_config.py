@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from walrep.config import WalrepConfig, load_config
+from walrep.config.seed import import_seed, parse_seed, render, validate_without_env
 from walrep.db import normalize_url
 from walrep.errors import ConfigError
-from walrep.seed import import_seed, parse_seed, render, validate_without_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_FILES = sorted((ROOT / "conf").glob("**/*.yaml"))

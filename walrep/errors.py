@@ -13,13 +13,20 @@ Tree::
     WalrepError
       LogError
         CorruptLogError(segment, position, offset)
+        MalformedFrameError
         OffsetOutOfRangeError(offset, log_start, log_end)
         LimitExceededError(what, size, limit)
+        InvalidEventError
+        LogFailedError
+        LogTruncatedError(offset, truncated_to)
+        CommittedTruncationError(offset, committed)
         ClosedError
       ReplicationError
         FencedError(seen, current)
         PeerProtocolError
         AuthError
+        NotActiveError
+      OverloadedError
       CoordinationError
       EngineError
         SnapshotError
@@ -84,6 +91,48 @@ class InvalidEventError(LogError):
     """An event that cannot be encoded (wrong types, empty stream name, bad JSON value)."""
 
 
+class MalformedFrameError(LogError):
+    """Bytes that are not a valid frame (codec level: the caller adds file and position)."""
+
+
+class LogFailedError(LogError):
+    """A write or fsync of this node's own log failed: the log may not be used any more.
+
+    Not the peer's fault and not retriable in this process: an fsync error leaves the
+    kernel's page state unknown, so the data is never assumed safe. Reopening the log
+    recovers what is on disk.
+    """
+
+
+class LogTruncatedError(LogError):
+    """A reader's position was cut off by ``truncate_after``: its history is gone.
+
+    Retriable: read again from an offset below ``truncated_to`` (the new log end).
+    """
+
+    retriable = True
+
+    def __init__(self, offset: int, truncated_to: int) -> None:
+        self.offset = offset
+        self.truncated_to = truncated_to
+        super().__init__(
+            f"the log was truncated to {truncated_to} under a reader at offset {offset}: "
+            "the history it was reading no longer exists"
+        )
+
+
+class CommittedTruncationError(LogError):
+    """A truncation below the committed offset this log has recorded (operator needed)."""
+
+    def __init__(self, offset: int, committed: int) -> None:
+        self.offset = offset
+        self.committed = committed
+        super().__init__(
+            f"refusing to truncate to {offset}: offsets below {committed} are recorded as "
+            "committed in this log (operator action needed)"
+        )
+
+
 class ClosedError(LogError):
     """The caller used a log (or other resource) after it was closed by us."""
 
@@ -112,6 +161,26 @@ class PeerProtocolError(ReplicationError):
 
 class AuthError(ReplicationError):
     """Handshake authentication failed: wrong secret, group or node."""
+
+
+class NotActiveError(ReplicationError):
+    """This node is not the active holding a valid lease: nothing can be acknowledged here.
+
+    Raised for an append made on a passive, or failed because the lease was lost (fenced,
+    released, switchover) before its events were committed. Retriable against the active
+    (an idempotent producer's retry is answered with the original offsets).
+    """
+
+    retriable = True
+
+
+# --- load ----------------------------------------------------------------------------
+
+
+class OverloadedError(WalrepError):
+    """A bounded queue is full (appends waiting for commit, admission): try again later."""
+
+    retriable = True
 
 
 # --- coordination --------------------------------------------------------------------

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from walrep.cli.main import cli
 from walrep.config import load_config
-from walrep.seed import validate_without_env
+from walrep.config.seed import validate_without_env
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SEED = ROOT / "tests" / "data" / "seed-deployment.yaml"

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.log.helpers import SMALL, batch, copy_log, frame_positions, segment_files
-from walrep.errors import CorruptLogError
+from walrep.errors import CorruptLogError, MalformedFrameError
 from walrep.log import Event, Wal
 from walrep.log.frame import (
     FLAG_LZ4,
@@ -28,7 +28,6 @@ from walrep.log.frame import (
     MAGIC,
     FrameHeader,
     FrameStatus,
-    MalformedFrameError,
     build_frame,
     decode_payload,
     encode_batch,

@@ -4,7 +4,7 @@
 environment overrides, then defaults), validates it, and prints the effective
 configuration with secrets redacted plus the figures that derive from it (lease TTL,
 failover detection time, advertised event-sync address). ``import`` converts a WSO2
-``deployment.yaml`` (see ``walrep.seed``). Exit status: 0 valid, 2 invalid or unusable
+``deployment.yaml`` (see ``walrep.config.seed``). Exit status: 0 valid, 2 invalid or unusable
 input (the message names the file and the key).
 """
 
@@ -20,9 +20,9 @@ import click
 import yaml
 
 from walrep.config import WalrepConfig, load_config
+from walrep.config.seed import import_seed, parse_seed, render
 from walrep.db import normalize_url, redact
 from walrep.errors import ConfigError
-from walrep.seed import import_seed, parse_seed, render
 
 EXIT_INVALID = 2
 _QUERY_SECRET = re.compile(r"((?:^|[?&])password=)[^&]*", re.IGNORECASE)

@@ -45,7 +45,7 @@ import google_crc32c
 import lz4.block
 import orjson
 
-from walrep.errors import InvalidEventError, LimitExceededError, LogError
+from walrep.errors import InvalidEventError, LimitExceededError, MalformedFrameError
 
 MAGIC: Final = b"WALR"
 FORMAT_VERSION: Final = 1
@@ -59,10 +59,6 @@ _LZ4_SIZE: Final = struct.Struct("<I")
 
 assert HEADER_SIZE == 42, HEADER_SIZE
 assert _HEADER.unpack(b"\0" * 5 + b"\xff" * 4 + b"\0" * 33)[2] == 0xFFFFFFFF  # crc at 5..9
-
-
-class MalformedFrameError(LogError):
-    """Bytes that are not a valid frame (codec level: the caller adds file and position)."""
 
 
 class Event(list[Any]):

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from walrep.errors import LogError
+from walrep.errors import LogError, MalformedFrameError
 from walrep.log.config import LogConfig
 from walrep.log.frame import (
     FLAG_LZ4,
     HEADER_SIZE,
     Event,
     FrameHeader,
-    MalformedFrameError,
     decode_payload,
 )
 from walrep.log.recovery import Action, next_intact_frame, scan_segment

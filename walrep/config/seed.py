@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from walrep.config import ClusterSection, WalrepConfig
+from walrep.config.model import ClusterSection, WalrepConfig
 from walrep.db import normalize_url, redact
 from walrep.errors import ConfigError
 
