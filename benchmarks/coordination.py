@@ -8,12 +8,13 @@ MariaDB, PostgreSQL), through the engine walrep builds (``walrep.db.create_engin
 * ``renew``        ``SqlStore.renew`` of a held lease;
 * ``try_acquire``  two nodes take turns: the holder records the other in-sync and
                    releases (not timed), the other's ``try_acquire`` is timed;
-* ``failover``     two real ``Coordinator`` s on separate engines, default timings
-                   (``ClusterSection().lease_timing()``): ``a`` holds the lease and has
-                   recorded ``b`` in-sync; ``a``'s run task is cancelled without releasing
-                   (a crash: the lease must expire) and the time to ``b``'s
-                   ``on_promoted`` is measured;
-* ``switchover``   the same, but ``await a.stop(release=True)`` instead of the crash.
+* ``failover``     two real nodes (``walrep.node.runtime.Node``: log, event sync,
+                   lease) on separate engines, default timings
+                   (``ClusterSection().lease_timing()``): ``a`` is active and ``b`` in
+                   sync through replication; then every store call of ``a`` hangs from
+                   that moment (``a`` renews nothing, as if it had died: the lease must
+                   expire) and the time until ``b`` has won the lease is measured;
+* ``switchover``   the same, but ``await a.stop()`` (which releases the lease) instead.
 
 A diagnostic row, ``raw CAS lean``, runs the raw CAS on an engine with walrep's
 settings minus ``pool_pre_ping`` and the pool's reset-on-return rollback: what the
@@ -58,9 +59,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from walrep.config import ClusterSection
 from walrep.db import create_engine, normalize_url, redact
-from walrep.replica.coordinator import Coordinator
-from walrep.replica.lease import LeaseTiming
+from walrep.node.role import Role
+from walrep.node.runtime import Node
+from walrep.node.settings import NodeSettings
+from walrep.replica.lease import LeaseTiming, Observed
+from walrep.replica.shipper import Standby
 from walrep.replica.sql_store import SqlStore
+from walrep.replica.store import NodeInfo, NodeRow
 
 BACKENDS = ("sqlite", "mariadb", "postgresql")
 DEFAULT_URLS = {
@@ -239,15 +244,50 @@ async def paired(
 
 
 class RecordingStore(SqlStore):
-    """SqlStore that remembers when the last successful renew returned (perf_counter_ns)."""
+    """SqlStore that remembers when the last successful renew returned (perf_counter_ns),
+    and that can be frozen: every call made while frozen waits until ``thaw``."""
 
     last_renew_done_ns: int = 0
+    _frozen: asyncio.Event | None = None
+
+    def freeze(self) -> None:
+        self._frozen = asyncio.Event()
+
+    def thaw(self) -> None:
+        if self._frozen is not None:
+            self._frozen.set()
+            self._frozen = None
+
+    async def _gate(self) -> None:
+        if self._frozen is not None:
+            await self._frozen.wait()
 
     async def renew(self, group: str, node: str, epoch: int, ttl_ms: int) -> bool:
+        await self._gate()
         ok = await super().renew(group, node, epoch, ttl_ms)
         if ok:
             self.last_renew_done_ns = time.perf_counter_ns()
         return ok
+
+    async def set_in_sync(
+        self, group: str, holder: str, epoch: int, standby: str, in_sync: bool, ttl_ms: int
+    ) -> bool:
+        await self._gate()
+        return await super().set_in_sync(group, holder, epoch, standby, in_sync, ttl_ms)
+
+    async def publish_node(self, group: str, info: NodeInfo) -> None:
+        await self._gate()
+        await super().publish_node(group, info)
+
+    async def try_acquire(
+        self, group: str, node: str, expected_epoch: int, ttl_ms: int, *, force: bool = False
+    ) -> tuple[bool, Observed]:
+        await self._gate()
+        return await super().try_acquire(group, node, expected_epoch, ttl_ms, force=force)
+
+    async def nodes(self, group: str) -> list[NodeRow]:
+        await self._gate()
+        return await super().nodes(group)
 
 
 @dataclass
@@ -263,55 +303,54 @@ class Trial:
 
 
 async def trial(
-    kind: str, store_a: RecordingStore, store_b: SqlStore, timing: LeaseTiming, phase: float
+    kind: str,
+    store_a: RecordingStore,
+    store_b: SqlStore,
+    timing: LeaseTiming,
+    phase: float,
+    root: Path,
 ) -> Trial:
     """One crash or switchover, ``phase`` (0..1) into a window of two heartbeats."""
     group = f"wbench-fo-{uuid.uuid4().hex[:12]}"
-    promoted: dict[str, asyncio.Future[tuple[int, int]]] = {}
-    events: list[str] = []
     origin = time.perf_counter_ns()
-    loop = asyncio.get_running_loop()
 
-    def coordinator(node: str, store: SqlStore) -> Coordinator:
-        promoted[node] = loop.create_future()
+    def node(name: str, store: SqlStore) -> Node:
+        settings = NodeSettings(
+            group=group,
+            node_id=name,
+            secret=b"bench",
+            lease=timing,
+            call_timeout_ms=timing.valid_for_ms,
+        )
+        return Node(settings, root / group / name, store)
 
-        def on_promoted(epoch: int) -> None:
-            now = time.perf_counter_ns()
-            events.append(f"{(now - origin) / NS_PER_MS:.1f} {node} promoted {epoch}")
-            if not promoted[node].done():
-                promoted[node].set_result((now, epoch))
-
-        def on_fenced(epoch: int, reason: str) -> None:
-            now = time.perf_counter_ns()
-            events.append(f"{(now - origin) / NS_PER_MS:.1f} {node} fenced {epoch}: {reason}")
-
-        return Coordinator(store, group, node, timing, on_promoted=on_promoted, on_fenced=on_fenced)
-
-    a, b = coordinator("a", store_a), coordinator("b", store_b)
-    tasks = [asyncio.create_task(a.run())]
+    a, b = node("a", store_a), node("b", store_b)
     try:
-        await asyncio.wait_for(asyncio.shield(promoted["a"]), 10)
-        if not await a.set_in_sync("b", True):
-            raise RuntimeError(f"a could not record b in-sync: {events}")
-        tasks.append(asyncio.create_task(b.run()))
+        await a.start()
+        await a.wait_until(lambda n: n.role is Role.ACTIVE, 10)
+        await b.start()
+        await a.wait_until(_standby_in_sync, 10)
         # Let b poll for a while; the phase spreads the crash over a's renew cycle and
         # b's poll cycle (the takeover time is mostly a function of these two phases).
         settle_s = 0.3 + phase * 2 * timing.heartbeat_interval_ms / 1000
         await asyncio.sleep(settle_s)
-        if not a.holds_lease() or b.holds_lease():
-            raise RuntimeError(f"a must hold the lease before the {kind}: {events}")
-
+        if a.role is not Role.ACTIVE or b.role is not Role.PASSIVE:
+            raise RuntimeError(f"a must be active before the {kind}: {a.role}, {b.role}")
         start = time.perf_counter_ns()
         if kind == "crash":
-            tasks[0].cancel()  # no release: the lease has to expire in the database
+            store_a.freeze()  # a renews nothing from now on: the lease has to expire
         else:
-            await a.stop(release=True)
-        promoted_ns, epoch = await asyncio.wait_for(asyncio.shield(promoted["b"]), 10)
-        await b.stop(release=True)
+            await a.stop()
+        await b.wait_until(lambda n: n.role in (Role.PROMOTING, Role.ACTIVE), 10)
+        promoted_ns, epoch = time.perf_counter_ns(), b.epoch
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        store_a.thaw()
+        await a.stop()
+        await b.stop()
+    events = [
+        f"{(promoted_ns - origin) / NS_PER_MS:.1f} b promoted {epoch}",
+        *(f"b {s.step} {s.duration_ms} ms" for s in b.steps),
+    ]
     takeover_ns = promoted_ns - start
     lease_left_ns = store_a.last_renew_done_ns + timing.lease_ttl_ms * NS_PER_MS - start
     return Trial(
@@ -326,6 +365,11 @@ async def trial(
         epoch=epoch,
         events=events,
     )
+
+
+def _standby_in_sync(node: Node) -> bool:
+    term = node.core_.term
+    return term is not None and term.shipper.standby_state is Standby.IN_SYNC
 
 
 def implied(timing: LeaseTiming) -> dict[str, float]:
@@ -470,6 +514,7 @@ async def run_failovers(
     store_b = make_store(url)
     assert isinstance(store_a, RecordingStore)
     trials: list[Trial] = []
+    root = Path(tempfile.mkdtemp(prefix="walrep-bench-failover-", dir=Path.cwd()))
     try:
         await store_a.setup()
         await store_b.setup()
@@ -478,7 +523,7 @@ async def run_failovers(
             rng.shuffle(kind_phases)
         for i in range(count):
             for kind in KINDS:
-                t = await trial(kind, store_a, store_b, timing, phases[kind][i])
+                t = await trial(kind, store_a, store_b, timing, phases[kind][i], root)
                 trials.append(t)
                 extra = (
                     f"  (lease left {t.lease_left_ms:.1f}, then {t.after_expiry_ms:.1f})"
@@ -495,6 +540,7 @@ async def run_failovers(
         await cleanup(store_a, [t.group for t in trials])
         await store_a.close()
         await store_b.close()
+        shutil.rmtree(root, ignore_errors=True)
     return trials
 
 

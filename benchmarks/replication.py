@@ -11,12 +11,13 @@ it is durable on both: written and ``fdatasync``-ed by the leader, shipped, writ
                every complete batch it holds with one ``os.writev``, ``os.fdatasync`` and
                acks the count of batches it has made durable. The bytes of each batch are
                exactly the frame walrep writes for it (built with walrep's codec).
-* ``walrep``   ``ReplicatedLog.append(events, epoch=1)`` on an ``ActiveLink`` to a
-               ``PassiveServer`` in the other process; fsync policy ALWAYS on both logs,
-               ack policy all, standby in sync before timing starts. Encoding included.
-* ``encoded``  diagnostic: the same calls as ``ReplicatedLog.append`` with the batches
-               encoded beforehand (``wal.append_encoded``, ``link.notify_appended``,
-               ``link.wait_committed``), to tell the cost of encoding from the rest.
+* ``walrep``   ``Node.append(events)`` on the active node (``walrep.node.runtime``: the
+               node core, its lease and event sync) with the passive node in the other
+               process, coordinating through one SQLite file; default settings: fsync
+               policy ALWAYS on both logs, ack policy all, standby in sync before timing
+               starts. Encoding included.
+* ``encoded``  diagnostic: ``Node.append`` of batches encoded beforehand, to tell the
+               cost of encoding from the rest.
 
 Each in two modes: ``1 in flight`` (one batch at a time: the next is sent once the last
 is acked) and ``16 in flight`` (raw: a window of 16 batches; walrep: 16 concurrent
@@ -24,7 +25,7 @@ appenders each awaiting its own appends), at 1, 100 and 1000 events per batch.
 
 Each case runs in a fresh leader process (this script with ``--child``), which starts its
 follower (``--follower``). In each round the raw run of a batch size and mode sits between
-the two walrep runs of the same size and mode (``ReplicatedLog.append`` right after it in
+the two walrep runs of the same size and mode (``Node.append`` right after it in
 even rounds, right before it in odd ones), and their ratios are taken against it. Usage:
 ``.venv/bin/python benchmarks/replication.py [--seconds 3] [--repeat 3] [--save]``.
 """
@@ -55,11 +56,14 @@ from typing import IO, Any
 import bench_common
 
 from walrep.cli.demo import sample_events
-from walrep.log import EncodedBatch, Event, LogConfig, Wal
+from walrep.db import create_engine, normalize_url
+from walrep.log import EncodedBatch, Event, LogConfig
 from walrep.log.frame import HEADER_SIZE, build_frame, encode_batch
-from walrep.replica.active_link import ActiveLink, ReplicatedLog
-from walrep.replica.passive_server import PassiveServer, ReplicaSettings
-from walrep.replica.shipper import Shipper, ShipperConfig, Standby
+from walrep.node.role import Role
+from walrep.node.runtime import Node
+from walrep.node.settings import NodeSettings
+from walrep.replica.shipper import Standby
+from walrep.replica.sql_store import SqlStore
 
 BATCH_SIZES = (1, 100, 1000)
 WINDOW = 16  # "16 in flight": raw window of batches / walrep concurrent appenders
@@ -85,7 +89,7 @@ TARGETS: dict[tuple[str, int, int], list[tuple[str, str, float]]] = {
 }
 LABELS = {
     "raw": "raw pair (fdatasync+TCP)",
-    "walrep": "walrep ReplicatedLog.append",
+    "walrep": "walrep Node.append",
     "encoded": "(diag) walrep pre-encoded",
 }
 
@@ -380,73 +384,55 @@ def make_run(
     )
 
 
-# --- walrep: ActiveLink + ReplicatedLog here, PassiveServer in the follower ---------------------
+# --- walrep: an active Node here, a passive Node in the follower -------------------------------
+
+
+def bench_node(root: Path, name: str) -> Node:
+    """A node with default settings on its own log, coordinating through a SQLite file in
+    ``root`` that the leader and the follower process share."""
+    url = normalize_url(f"sqlite:///{root / 'cluster.db'}")
+    store = SqlStore(create_engine(url), table_prefix="wbench_", call_timeout_ms=750)
+    settings = NodeSettings(group=GROUP, node_id=name, secret=SECRET)
+    return Node(settings, root / name, store, listen=(HOST, 0), own_store=True)
+
+
+def problem_metrics(node: Node) -> dict[str, int]:
+    """Counters of the node core that say something went wrong."""
+    words = ("error", "refused", "timeout", "failure", "lost", "malformed", "overload")
+    return {k: v for k, v in node.core_.metrics.items() if v and any(w in k for w in words)}
 
 
 async def walrep_follower(root: Path) -> dict[str, Any]:
-    """A PassiveServer on its own log; stops when stdin closes, then reports."""
-    wal = Wal.open(root / "passive", LogConfig())
-    server = PassiveServer(wal, ReplicaSettings(GROUP, "p", SECRET))
-    _, port = await server.start(HOST, 0)
-    print(port, flush=True)
+    """A passive Node on its own log; stops when stdin closes, then reports."""
+    node = bench_node(root, "p")
+    await node.start()
+    print(node.address[1] if node.address else 0, flush=True)
     await asyncio.to_thread(sys.stdin.read)
-    await server.stop()
-    groups, requests = wal.group_commit_stats
-    end = wal.durable_end
-    await wal.aclose()
-    return {"fsyncs": groups, "messages": requests, "log_end": end, "metrics": server.metrics}
+    groups, requests = node.log.group_commit_stats
+    end = node.log.durable_end
+    metrics = problem_metrics(node)
+    await node.stop()
+    return {"fsyncs": groups, "messages": requests, "log_end": end, "metrics": metrics}
 
 
 async def run_walrep(
     root: Path, w: Workload, window: int, seconds: float, warmup: float, *, pre_encoded: bool
 ) -> Run:
-    follower = Follower("walrep", root)
-    wal = Wal.open(root / "active", LogConfig())
-    shipper = Shipper(
-        GROUP,
-        "a",
-        SECRET,
-        epoch=EPOCH,
-        epoch_end=lambda e: wal.epochs.end_offset(e, wal.log_end),
-        log_start=wal.log_start,
-        log_end=wal.log_end,
-        durable_end=wal.durable_end,
-        standby="p",
-        standby_in_sync=False,
-        config=ShipperConfig(),
-    )
-
-    async def peer_address() -> tuple[str, int]:
-        return HOST, follower.port
-
-    async def record_in_sync(standby: str, in_sync: bool) -> bool:
-        return True  # no coordinator: the record always succeeds
-
-    link = ActiveLink(
-        wal,
-        shipper,
-        ReplicaSettings(GROUP, "a", SECRET),
-        peer_address=peer_address,
-        record_in_sync=record_in_sync,
-    )
-    runner = asyncio.create_task(link.run())
-    log = ReplicatedLog(wal, link)
+    node = bench_node(root, "a")
+    await node.start()
+    await node.wait_until(lambda n: n.role is Role.ACTIVE, IN_SYNC_TIMEOUT_S)
+    follower = Follower("walrep", root)  # after the lease is ours: it can only be passive
     batches, sizes = w.events, [len(f) for f in w.frames]
 
-    async def append_encoded(batch: EncodedBatch) -> None:
-        """``ReplicatedLog.append`` minus the encoding: the same calls, in the same order."""
-        result = await wal.append_encoded(batch, epoch=EPOCH)
-        link.notify_appended()
-        await link.wait_committed(result.end_offset)
+    def in_sync(n: Node) -> bool:
+        term = n.core_.term
+        return term is not None and term.shipper.standby_state is Standby.IN_SYNC
 
     async def appender(k: int, deadline: int, out: Phase) -> None:
         clock, i = time.perf_counter_ns, k
         while (t0 := clock()) < deadline:
             b = i % len(batches)
-            if pre_encoded:
-                await append_encoded(w.encoded[b])
-            else:
-                await log.append(batches[b], epoch=EPOCH)
+            await node.append(w.encoded[b] if pre_encoded else batches[b])
             out.latencies.append(clock() - t0)
             out.batches += 1
             out.frame_bytes += sizes[b]
@@ -462,20 +448,17 @@ async def run_walrep(
         return out
 
     try:
-        async with asyncio.timeout(IN_SYNC_TIMEOUT_S):  # until appends wait for the passive
-            while shipper.standby_state is not Standby.IN_SYNC:
-                await log.append(batches[0], epoch=EPOCH)
+        await node.wait_until(in_sync, IN_SYNC_TIMEOUT_S)  # appends now wait for the passive
         await phase(warmup)
         cpu0, fcpu0 = own_cpu_s(), follower.cpu_s()
         timed = await phase(seconds)
         cpu, fcpu = own_cpu_s() - cpu0, follower.cpu_s() - fcpu0
-        state, committed, end = shipper.standby_state, shipper.committed, wal.log_end
-        fsyncs, metrics = wal.group_commit_stats[0], dict(link.metrics)  # before stop()
+        term = node.core_.term
+        state = term.shipper.standby_state if term else Standby.OUT_OF_SYNC
+        committed, end = node.committed, node.log.log_end
+        fsyncs, metrics = node.log.group_commit_stats[0], problem_metrics(node)
     finally:
-        await link.stop()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await wal.aclose()
+        await node.stop()
     report = follower.finish()
     problems = [f"standby {state.value}"] if state is not Standby.IN_SYNC else []
     problems += [f"committed {committed} != log end {end}"] if committed != end else []
@@ -521,7 +504,7 @@ def spawn(
 
 
 def machine_info(root: Path) -> dict[str, Any]:
-    return bench_common.machine_info(root, ["walrep/log", "walrep/replica"])
+    return bench_common.machine_info(root, ["walrep/log", "walrep/replica", "walrep/node"])
 
 
 # --- report ------------------------------------------------------------------------------
@@ -655,7 +638,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def schedule(repeat: int) -> list[tuple[int, str, int, int]]:
     """(round, impl, window, batch) in running order: each raw run between its two walrep
-    neighbours, ``ReplicatedLog.append`` right after it in even rounds, before it in odd."""
+    neighbours, ``Node.append`` right after it in even rounds, before it in odd."""
     jobs: list[tuple[int, str, int, int]] = []
     for rnd in range(repeat):
         order = ("encoded", "raw", "walrep") if rnd % 2 == 0 else ("walrep", "raw", "encoded")

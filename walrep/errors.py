@@ -14,6 +14,7 @@ Tree::
       LogError
         CorruptLogError(segment, position, offset)
         MalformedFrameError
+          RejectedFrameError(position, reason)
         OffsetOutOfRangeError(offset, log_start, log_end)
         LimitExceededError(what, size, limit)
         InvalidEventError
@@ -27,6 +28,7 @@ Tree::
         AuthError
         NotActiveError
       OverloadedError
+      InternalError
       CoordinationError
       EngineError
         SnapshotError
@@ -93,6 +95,19 @@ class InvalidEventError(LogError):
 
 class MalformedFrameError(LogError):
     """Bytes that are not a valid frame (codec level: the caller adds file and position)."""
+
+
+class RejectedFrameError(MalformedFrameError):
+    """Verbatim frames refused by ``append_frames``: the sender's fault, nothing was written.
+
+    ``position`` is the byte position of the refused frame in the appended data. Frames
+    over this log's limits are refused with ``LimitExceededError`` instead.
+    """
+
+    def __init__(self, position: int, reason: str) -> None:
+        self.position = position
+        self.reason = reason
+        super().__init__(f"frame at byte {position} of the appended data: {reason}")
 
 
 class LogFailedError(LogError):
@@ -181,6 +196,13 @@ class OverloadedError(WalrepError):
     """A bounded queue is full (appends waiting for commit, admission): try again later."""
 
     retriable = True
+
+
+class InternalError(WalrepError):
+    """A bug: a background task of the node died with an unexpected exception.
+
+    The node stops loudly (fenced, lease released) instead of serving with a dead part.
+    """
 
 
 # --- coordination --------------------------------------------------------------------

@@ -46,3 +46,19 @@ def frame_positions(segment: Path) -> list[tuple[int, int]]:
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
     """Every file's bytes and mtime: what a read-only tool must leave unchanged."""
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
+
+
+MIB = 1024 * 1024
+# A 9 MiB event is healthy in a log written under these limits, not under the defaults.
+LARGE = LogConfig(max_event_bytes=10 * MIB, max_batch_bytes=12 * MIB)
+BIG_EVENT_BYTES = 9 * MIB
+
+
+def write_large_log(directory: Path) -> Path:
+    """Offsets 0..2: a small event, a 9 MiB one (lz4-compressed), a small one."""
+    big = Event("big", {"blob": "ab" * (BIG_EVENT_BYTES // 2)})
+    with Wal.open(directory, LARGE) as wal:
+        wal.append_sync([event(0)], epoch=1, ingest_time_ms=INGEST_MS)
+        wal.append_sync([big], epoch=1, ingest_time_ms=INGEST_MS)
+        wal.append_sync([event(2)], epoch=1, ingest_time_ms=INGEST_MS)
+    return directory

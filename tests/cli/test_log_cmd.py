@@ -11,13 +11,15 @@ from click.testing import CliRunner, Result
 
 from tests.cli.logs import (
     BATCHES,
+    BIG_EVENT_BYTES,
     PER_BATCH,
     frame_positions,
     segment_paths,
     snapshot,
+    write_large_log,
 )
 from walrep.cli.main import cli
-from walrep.log import Wal
+from walrep.log import ReplicaState, Wal
 from walrep.log.frame import HEADER_SIZE
 
 TOTAL_EVENTS = BATCHES * PER_BATCH
@@ -254,6 +256,70 @@ def test_verify_reads_a_log_that_is_open_elsewhere(log_dir: Path) -> None:
         assert run("log", "dump", log_dir, "--stats").exit_code == 0
         assert snapshot(log_dir) == before
         assert wal.log_end == TOTAL_EVENTS
+
+
+# --- the limits and replica state files ---------------------------------------------------
+
+
+def test_dump_and_verify_read_a_log_under_the_limits_it_records(tmp_path: Path) -> None:
+    """A 9 MiB event under ``max_batch_bytes = 12 MiB``: healthy, and said to be."""
+    log_dir = write_large_log(tmp_path / "log")
+    result = run("log", "verify", log_dir)
+    assert result.exit_code == 0, result.output
+    assert "findings: 0 corrupt, 0 torn_tail, 0 info; result: clean" in result.output
+    assert f"limits max_event_bytes={10 * 2**20} max_batch_bytes={12 * 2**20}" in result.output
+    dumped = run("log", "dump", log_dir, "--json", "--from", 1, "--to", 2)
+    assert dumped.exit_code == 0, dumped.output
+    [frame] = [json.loads(line) for line in dumped.stdout.splitlines()]
+    assert frame["codec"] == "lz4" and frame["uncompressed_bytes"] > 9 * 2**20
+    [big] = frame["events"]
+    assert big["offset"] == 1 and len(big["attributes"]["blob"]) == BIG_EVENT_BYTES
+    stats = run("log", "dump", log_dir, "--stats")
+    assert stats.exit_code == 0 and "events=3 " in stats.output.splitlines()[-1]
+
+
+def test_a_damaged_limits_file_is_corrupt(log_dir: Path) -> None:
+    flip_bit(log_dir / "limits", 20)
+    result = run("log", "verify", log_dir)
+    assert result.exit_code == 1, result.output
+    assert f"corrupt: {log_dir / 'limits'} at byte 0: limits file fails its checksum" in (
+        result.output
+    )
+    dumped = run("log", "dump", log_dir)
+    assert dumped.exit_code == 1
+    assert f"damage: corrupt: {log_dir / 'limits'}: limits file fails its checksum" in (
+        dumped.stdout
+    )
+
+
+def test_a_log_without_a_limits_file_is_read_with_the_defaults(log_dir: Path) -> None:
+    (log_dir / "limits").unlink()
+    result = run("log", "verify", log_dir)
+    assert result.exit_code == 0, result.output
+    assert f"info: {log_dir / 'limits'}: no limits file" in result.output
+    dumped = run("log", "dump", log_dir)
+    assert dumped.exit_code == 0
+    assert "the default limits apply" in dumped.stderr
+    assert event_offsets(dumped.stdout) == list(range(TOTAL_EVENTS))
+
+
+def test_verify_checks_the_replica_state(log_dir: Path) -> None:
+    with Wal.open(log_dir) as wal:
+        wal.save_replica_state(ReplicaState(committed_floor=TOTAL_EVENTS, highest_epoch=3))
+    result = run("log", "verify", log_dir)
+    assert result.exit_code == 0, result.output
+    assert f"replica committed_floor={TOTAL_EVENTS} highest_epoch=3" in result.output
+    last = segment_paths(log_dir)[-1]
+    position, offset = frame_positions(last)[-1]
+    os.truncate(last, position)  # the last batch, committed, is gone
+    result = run("log", "verify", log_dir)
+    assert result.exit_code == 1, result.output
+    assert f"replica-state (offset {offset}): committed floor {TOTAL_EVENTS} is above" in (
+        result.output
+    )
+    flip_bit(log_dir / "replica-state", 25)
+    result = run("log", "verify", log_dir)
+    assert result.exit_code == 1 and "replica state fails its checksum" in result.output
 
 
 # --- usage errors ------------------------------------------------------------------------

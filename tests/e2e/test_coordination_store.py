@@ -1,107 +1,164 @@
-"""The in-sync record in a real coordination store (SQLite ``SqlStore``): the active holds
-the lease and records the standby through ``set_in_sync`` under its epoch."""
+"""The coordination store under real nodes, on each real store (SQLite, MariaDB,
+PostgreSQL): in-sync records as the active makes them, a lease lost under the active, and
+the lease gate when the database stops answering."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.e2e.cluster import (
     ACTIVE,
-    GROUP,
+    CALL_TIMEOUT_MS,
+    FAST_EXPIRY,
     PASSIVE,
-    Nodes,
-    Recorder,
+    Cluster,
+    Journal,
     Writers,
+    caught_up,
     events,
     frames_of,
+    in_sync,
+    is_role,
+    store_until,
+    until,
+    waiting_appends,
+    within,
 )
-from tests.services import sql_store
+from tests.replica.tcp_proxy import TcpProxy
+from tests.services import TABLE_PREFIX, require_service
+from walrep.db import create_engine, normalize_url
+from walrep.errors import NotActiveError
+from walrep.node.role import Role
 from walrep.replica.sql_store import SqlStore
 
-TTL_MS = 60_000  # nobody renews in these tests; set_in_sync extends the lease anyway
 
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = sql_store("sqlite", tmp_path)
-    await s.setup()
-    yield s
-    await s.close()
-
-
-async def test_in_sync_record_in_sqlite_store(nodes: Nodes, store: SqlStore) -> None:
-    ok, lease = await store.try_acquire(GROUP, ACTIVE, 0, TTL_MS)
-    assert ok and lease.holder == ACTIVE
-    epoch = lease.epoch
-
-    async def record(standby: str, in_sync: bool) -> bool:
-        return await store.set_in_sync(GROUP, ACTIVE, epoch, standby, in_sync, TTL_MS)
-
-    passive = await nodes.passive()
-    recorder = Recorder(record)
-    active = nodes.active(passive.address, epoch=epoch, recorder=recorder)
-    assert await store.in_sync_nodes(GROUP) == {}
+async def test_in_sync_record_in_the_store(any_cluster: Cluster) -> None:
+    cluster = any_cluster
+    active = await cluster.active()
+    epoch = active.epoch
+    assert epoch == 1
+    assert await cluster.in_sync_nodes() == {}
+    passive = await cluster.passive()
 
     writers = Writers(active)
-    await recorder.wait_recorded(True)
-    assert await store.in_sync_nodes(GROUP) == {PASSIVE: epoch}
+    await until(active, in_sync, "the passive is recorded in sync")
+    assert await cluster.in_sync_nodes() == {PASSIVE: epoch}
     await writers.wait_acks(50, "in sync")
 
     await passive.stop()
-    lost = await recorder.wait_recorded(False)
-    assert await store.in_sync_nodes(GROUP) == {}
+    await until(active, lambda n: not in_sync(n), "the standby is lost")
+    await store_until(lambda: cluster.in_sync_are({}), "the standby is recorded out of sync")
     await writers.wait_acks(50, "degraded")
 
-    await passive.start()
-    await recorder.wait_recorded(True, after=lost)
-    assert await store.in_sync_nodes(GROUP) == {PASSIVE: epoch}
+    passive = await cluster.passive()
+    await until(active, in_sync, "recorded in sync again")
+    assert await cluster.in_sync_nodes() == {PASSIVE: epoch}
     await writers.stop()
-    await active.wait_caught_up(lambda: passive.wal.durable_end if passive.wal else -1)
-    assert passive.wal is not None
-    assert frames_of(passive.wal) == frames_of(active.wal)
-    assert await store.in_sync_nodes(GROUP) == {PASSIVE: epoch}
+    await caught_up(active, passive)
+    assert frames_of(passive.log) == frames_of(active.log)
 
-    # Graceful shutdown: stopping the link is not losing the standby, so it stays
-    # recorded, and the record is what lets it take over automatically once the lease
-    # is released.
-    await active.close()
-    assert await store.in_sync_nodes(GROUP) == {PASSIVE: epoch}
-    assert await store.release(GROUP, ACTIVE, epoch)
-    ok, lease = await store.try_acquire(GROUP, PASSIVE, epoch, TTL_MS)
-    assert ok and lease.holder == PASSIVE and lease.epoch == epoch + 1
+    # Graceful shutdown: stopping is not losing the standby, so it stays recorded, and the
+    # record is what lets it take over at once when the lease is released.
+    await active.stop()
+    await until(passive, is_role(Role.ACTIVE), "the in-sync standby takes over")
+    assert passive.epoch == epoch + 1
+    history = await (await cluster.admin()).history(cluster.group)
+    assert history[0].to_node == PASSIVE and "released" in history[0].reason, history
 
 
-async def test_lost_lease_freezes_commits(nodes: Nodes, store: SqlStore) -> None:
-    """set_in_sync answers False once the lease is gone: the out-of-sync record never
-    happens, so nothing the standby lacks is acknowledged (the node must fence itself)."""
-    ok, lease = await store.try_acquire(GROUP, ACTIVE, 0, TTL_MS)
-    assert ok
-    epoch = lease.epoch
-
-    async def record(standby: str, in_sync: bool) -> bool:
-        return await store.set_in_sync(GROUP, ACTIVE, epoch, standby, in_sync, TTL_MS)
-
-    passive = await nodes.passive()
-    recorder = Recorder(record)
-    active = nodes.active(passive.address, epoch=epoch, recorder=recorder)
-    await recorder.wait_recorded(True)
+async def test_lost_lease_freezes_commits(any_cluster: Cluster) -> None:
+    """The lease is taken from under the active (maintenance on, released and
+    force-acquired by another node: direct store calls) while its renews hang: its
+    out-of-sync record is refused, so nothing the standby lacks is acknowledged; the node
+    fences itself and every waiting append fails with ``NotActiveError``."""
+    cluster = any_cluster
+    journal = Journal()
+    store = cluster.journaled(journal)
+    active = await cluster.active(store=store, lease={"lease_ttl_ms": 10_000})
+    passive = await cluster.passive()
+    await journal.wait_recorded(True)
     await active.append(events(10))
-    assert await store.release(GROUP, ACTIVE, epoch)
-    ok, _ = await store.try_acquire(GROUP, PASSIVE, epoch, TTL_MS)
-    assert ok  # the standby took over
+    epoch = active.epoch
+
+    store.hold("renew")  # the active does not learn of the loss from a renew
+    admin = await cluster.admin()
+    await admin.set_maintenance(cluster.group, True)  # the standby may not take it
+    assert await admin.release(cluster.group, ACTIVE, epoch)
+    won, lease = await admin.try_acquire(cluster.group, "x", epoch, 60_000, force=True)
+    assert won and lease.holder == "x"
 
     await passive.stop()
-    assert passive.wal is not None
-    passive_end = passive.wal.durable_end
-    index = await recorder.wait_recorded(False)
-    assert not recorder.journal[index].ok  # asked and refused: the lease is gone
-    assert await store.in_sync_nodes(GROUP) == {PASSIVE: epoch}  # unchanged
+    passive_end = passive.log.durable_end
     blocked = asyncio.create_task(active.append(events(10)))
-    await asyncio.sleep(0.3)  # proving an absence: nothing to await
-    assert not blocked.done()
-    assert active.link.committed <= passive_end
-    blocked.cancel()
+    index = await journal.wait_recorded(False)
+    assert not journal.entries[index].ok  # asked and refused: the lease is gone
+    await until(active, lambda n: n.role is not Role.ACTIVE, "the active fences itself")
+    with pytest.raises(NotActiveError):
+        await within(blocked, "the waiting append is answered")
+    assert active.committed <= passive_end
+    assert await cluster.in_sync_nodes() == {PASSIVE: epoch}  # unchanged
+    with pytest.raises(NotActiveError):
+        await active.append(events(1))
+    store.unhold("renew")
+
+
+# --- the lease gate when the database stops answering ------------------------------------------
+
+SERVERS = ["mariadb", "postgresql"]
+
+
+@pytest.fixture(params=SERVERS)
+async def proxied(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Cluster, TcpProxy, SqlStore]]:
+    """A cluster on a database server, and a store that reaches it through a proxy."""
+    backend = str(request.param)
+    url = make_url(str(normalize_url(require_service(backend))))
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 0)
+    await proxy.start()
+    engine = create_engine(
+        url.set(host="127.0.0.1", port=proxy.port), connect_timeout_ms=CALL_TIMEOUT_MS
+    )
+    store = SqlStore(engine, table_prefix=TABLE_PREFIX, call_timeout_ms=CALL_TIMEOUT_MS)
+    cluster = Cluster(tmp_path, backend)
+    yield cluster, proxy, store
+    await proxy.restore()
+    await cluster.close()
+    await proxy.close()
+
+
+async def test_database_outage_fences_the_active_and_fails_waiting_appends(
+    proxied: tuple[Cluster, TcpProxy, SqlStore],
+) -> None:
+    """Commits are held (``block``, the passive SIGSTOPped), then the database stops
+    answering the active: it fences itself within its lease's own-clock validity, every
+    waiting append fails with ``NotActiveError``, and nothing is acknowledged after."""
+    cluster, proxy, store = proxied
+    active = await cluster.active(
+        store=store, shipper={"degrade": False}, lease=FAST_EXPIRY, call_timeout_ms=500
+    )
+    passive = await cluster.process()
+    await until(active, in_sync, "the passive is recorded in sync")
+    committed = (await active.append(events(10))).end_offset
+
+    passive.signal(signal.SIGSTOP)
+    waiting = [asyncio.create_task(active.append(events(10))) for _ in range(4)]
+    await until(active, lambda n: waiting_appends(n) == 4, "four appends wait for a commit")
+    assert active.committed == committed
+
+    proxy.hang()
+    await until(active, lambda n: n.role is not Role.ACTIVE, "the active fences itself")
+    for task in waiting:
+        with pytest.raises(NotActiveError):
+            await within(task, "a waiting append is answered")
+    assert active.committed == committed
+    with pytest.raises(NotActiveError):
+        await active.append(events(1))
+    assert active.log.log_end == committed + 40  # written locally, never acknowledged
+    assert active.core_.metrics["store_renew_failures"] >= 1

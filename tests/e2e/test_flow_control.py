@@ -1,11 +1,11 @@
 """Flow control without a slow disk: a passive that never acknowledges (the window must
-hold exactly) and a passive with a tiny receive buffer (the stream must still finish).
+hold exactly) and a passive whose buffer holds one maximal frame (the stream must still
+finish).
 
 ``test_in_flight_bytes_never_exceed_window_bytes`` found a core bug at commit 502737b:
 ``Shipper._read_more`` asked for a read whenever there was any room and a read returns at
 least one whole frame, so the bytes in flight overshot ``window_bytes`` by up to a frame
-(264715 > 262144 here). ``shipper.py`` in the working tree (changed by its owner while
-these tests were written) holds a read back until it fits; this test guards that.
+(264715 > 262144 here). The shipper now holds a read back until it fits; this guards it.
 """
 
 from __future__ import annotations
@@ -14,32 +14,32 @@ import asyncio
 import os
 
 from tests.e2e.cluster import (
-    GROUP,
     HOST,
     PASSIVE,
     SECRET,
-    Nodes,
+    Cluster,
+    caught_up,
     events,
     frames_of,
-    wait_until,
+    shipper,
+    until,
     within,
 )
+from walrep.log.frame import HEADER_SIZE
 from walrep.replica.messages import MessageReader, encode
-from walrep.replica.passive_server import ReplicaSettings
 from walrep.replica.receiver import AppendFrames, Authenticated, Receiver, ReceiverAction, Send
-from walrep.replica.shipper import ShipperConfig
 
 
 class SilentPassive:
     """An honest passive (the real ``Receiver`` core) that takes Appends and never
     reports them durable: nothing is ever acknowledged, so the window fills."""
 
-    def __init__(self) -> None:
+    def __init__(self, group: str) -> None:
+        self.group = group
         self.received_bytes = 0
-        self.port = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        receiver = Receiver(GROUP, PASSIVE, SECRET, os.urandom(16), buffer_bytes_max=1 << 40)
+        receiver = Receiver(self.group, PASSIVE, SECRET, os.urandom(16), buffer_bytes_max=1 << 40)
         messages = MessageReader()
 
         def run(actions: list[ReceiverAction]) -> None:
@@ -67,44 +67,46 @@ class SilentPassive:
         finally:
             writer.close()
 
-    async def address(self) -> tuple[str, int]:
-        return HOST, self.port
 
-
-async def test_in_flight_bytes_never_exceed_window_bytes(nodes: Nodes) -> None:
+async def test_in_flight_bytes_never_exceed_window_bytes(cluster: Cluster) -> None:
     window = 256 * 1024
-    silent = SilentPassive()
+    silent = SilentPassive(cluster.group)
     server = await asyncio.start_server(silent.serve, HOST, 0)
-    silent.port = server.sockets[0].getsockname()[1]
     try:
-        config = ShipperConfig(window_bytes=window, standby_timeout_ms=60_000)
-        active = nodes.active(silent.address, config=config)
+        shipper_config = {"window_bytes": window, "standby_timeout_ms": 60_000}
+        active = await cluster.active(shipper=shipper_config)
+        await cluster.publish_fake(PASSIVE, server.sockets[0].getsockname()[1])
         batch = events(200, pad=128)  # frames of ~40 KiB: 256 KiB is not a multiple
         for _ in range(12):  # out of sync: committed locally, shipped within the window
             await active.append(batch)
-        frame = len(active.wal.encode(batch).payload)
-        await wait_until(
-            lambda: silent.received_bytes == active.shipper._in_flight_bytes > window - frame,
-            "the window is used up and everything sent has arrived",
-        )
-        await asyncio.sleep(0.2)  # proving an absence: nothing more is sent
-        in_flight = active.shipper._in_flight_bytes
-        assert in_flight == silent.received_bytes
+        frame = len(active.log.encode(batch).payload)
+
+        def window_used_up(_: object) -> bool:
+            s = shipper(active)
+            # A read that did not fit is held back (a positive sign nothing more goes out).
+            held = s._unfit_bytes > window - s._in_flight_bytes
+            return held and silent.received_bytes == s._in_flight_bytes > window - frame
+
+        await until(active, window_used_up, "the window is used up, everything sent arrived")
+        in_flight = shipper(active)._in_flight_bytes
         assert in_flight <= window, f"{in_flight} bytes in flight, window_bytes is {window}"
     finally:
-        await nodes.close()
+        await cluster.close()
         server.close()
         await server.wait_closed()
 
 
-async def test_tiny_receiver_buffer_completes_a_large_stream(nodes: Nodes) -> None:
-    settings = ReplicaSettings(GROUP, PASSIVE, SECRET, buffer_bytes_max=4096)
-    passive = await nodes.passive(settings=settings)
-    active = nodes.active(passive.address)
-    await active.recorder.wait_recorded(True)
-    batch = events(1000, pad=16)  # each frame alone is far over the passive's buffer
+async def test_one_frame_receiver_buffer_completes_a_large_stream(cluster: Cluster) -> None:
+    """The passive's buffer holds one maximal frame (the least the settings allow) while
+    each Append carries up to a MiB of frames: it reads one message at a time, and the
+    whole stream arrives."""
+    log = {"max_batch_bytes": 64 * 1024, "max_event_bytes": 4096}
+    active = await cluster.active(log=log)
+    buffer = HEADER_SIZE + 64 * 1024 + 4
+    passive = await cluster.passive(log=log, receiver_buffer_bytes_max=buffer)
+    await until(active, lambda n: shipper(n).standby is not None, "the passive is found")
+    batch = events(300, pad=64)  # about 50 KiB: fits max_batch_bytes
     await within(asyncio.gather(*(active.append(batch) for _ in range(40))), "large stream")
-    assert passive.wal is not None
-    await active.wait_caught_up(lambda: passive.wal.durable_end if passive.wal else -1)
-    assert active.wal.log_end == 40_000
-    assert frames_of(passive.wal) == frames_of(active.wal)
+    await caught_up(active, passive)
+    assert active.log.log_end == 12_000
+    assert frames_of(passive.log) == frames_of(active.log)

@@ -1,6 +1,11 @@
-"""Peers that are not what they should be: garbage, oversized messages, wrong secret or
-group, impostor passives, and TLS mismatches. Each time the honest side counts it,
-closes, appends nothing, and still replicates with an honest peer afterwards."""
+"""Peers that are not what they should be: garbage, oversized messages, idle floods,
+wrong secret or group, impostor passives, and TLS mismatches. Each time the honest side
+counts it, closes, appends nothing, and still replicates with its honest peer.
+
+Hostile actives live in a coordination universe of their own (``Cluster.elsewhere``: a
+lease of their own, and a node row pointing at the real passive); impostor passives are
+found by the real active through a fake node row (``store.publish_node``).
+"""
 
 from __future__ import annotations
 
@@ -11,25 +16,30 @@ import shutil
 import ssl
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import google_crc32c
 import pytest
 
 from tests.e2e.cluster import (
-    GROUP,
     HOST,
     PASSIVE,
     SECRET,
-    ActiveNode,
-    Nodes,
-    PassiveNode,
+    Cluster,
+    caught_up,
     events,
     frames_of,
-    wait_until,
+    in_sync,
+    link_is_tls,
+    problems,
+    shipper,
+    until,
     within,
 )
+from walrep.node.runtime import Node
+from walrep.node.settings import PREAUTH_MESSAGE_BYTES_MAX
 from walrep.replica import auth
 from walrep.replica.messages import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -42,26 +52,36 @@ from walrep.replica.messages import (
     MessageType,
     encode,
 )
-from walrep.replica.passive_server import ReplicaSettings
-from walrep.replica.shipper import ShipperConfig
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def replicates(active: ActiveNode, passive: PassiveNode, batches: int = 5) -> None:
+async def replicates(active: Node, passive: Node, batches: int = 5) -> None:
     """The honest pair works: appends commit, the standby catches up, logs are equal."""
-    await active.recorder.wait_recorded(True)
+    await until(active, in_sync, "the passive is recorded in sync")
     for _ in range(batches):
         await active.append(events(100))
-    assert passive.wal is not None
-    await active.wait_caught_up(lambda: passive.wal.durable_end if passive.wal else -1)
-    assert frames_of(passive.wal) == frames_of(active.wal)
+    await caught_up(active, passive)
+    assert frames_of(passive.log) == frames_of(active.log)
 
 
-async def read_message(reader: asyncio.StreamReader, messages: MessageReader) -> Message:
+async def pair(cluster: Cluster, **passive_kwargs: object) -> tuple[Node, Node]:
+    """An honest active and its passive, in sync."""
+    active = await cluster.active()
+    passive = await cluster.passive(**passive_kwargs)  # type: ignore[arg-type]
+    await until(active, in_sync, "the passive is recorded in sync")
+    return active, passive
+
+
+async def read_message(reader: asyncio.StreamReader, messages: MessageReader) -> Message | None:
+    """The next message, or None if the peer closed first."""
     while True:
-        data = await reader.read(65536)
-        assert data, "peer closed before sending a message"
+        try:
+            data = await reader.read(65536)
+        except ConnectionResetError:
+            return None
+        if not data:
+            return None
         got = messages.feed(data)
         if got:
             return got[0]
@@ -121,6 +141,14 @@ def framed(message_type: int, body: bytes) -> bytes:
 # --- garbage at the passive -------------------------------------------------------------------
 
 
+async def challenged(passive: Node) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection to the passive's event-sync port that got its Challenge."""
+    assert passive.address is not None
+    reader, writer = await asyncio.open_connection(*passive.address)
+    assert isinstance(await read_message(reader, MessageReader()), Challenge)
+    return reader, writer
+
+
 @pytest.mark.parametrize(
     ("payload", "metric"),
     [
@@ -132,59 +160,94 @@ def framed(message_type: int, body: bytes) -> bytes:
     ids=["bad-crc", "random", "bad-json", "ack-before-hello"],
 )
 async def test_garbage_to_passive_is_closed_and_counted(
-    nodes: Nodes, payload: bytes, metric: str
+    cluster: Cluster, payload: bytes, metric: str
 ) -> None:
-    settings = ReplicaSettings(GROUP, PASSIVE, SECRET, idle_timeout_ms=60_000)
-    passive = await nodes.passive(settings=settings)
-    assert passive.server is not None
-    reader, writer = await asyncio.open_connection(HOST, passive.port)
-    assert isinstance(await read_message(reader, MessageReader()), Challenge)
+    active, passive = await pair(cluster)
+    reader, writer = await challenged(passive)
     writer.write(payload)
-    await within(closed_by_peer(reader), "the passive closes a garbage connection", 2.0)
+    await within(closed_by_peer(reader), "the passive closes a garbage connection")
     writer.close()
-    await wait_until(
-        lambda: passive.server is not None and passive.server.metrics[metric] == 1, metric
+    await until(passive, lambda n: n.core_.metrics[metric] == 1, metric)
+    assert passive.log.log_end == 0
+    await replicates(active, passive)
+    assert active.core_.metrics["replication_standby_lost"] == 0  # the honest link stayed
+
+
+@pytest.mark.parametrize(
+    "length",
+    [PREAUTH_MESSAGE_BYTES_MAX + 1, DEFAULT_MAX_MESSAGE_BYTES + 1],
+    ids=["over-the-pre-auth-limit", "over-the-message-limit"],
+)
+async def test_oversized_length_prefix_is_closed_at_once(cluster: Cluster, length: int) -> None:
+    """Before authentication a message may be at most 4 KiB (a Hello is a few hundred
+    bytes): an unauthenticated peer cannot make the passive buffer a 16 MiB message."""
+    active, passive = await pair(cluster)
+    reader, writer = await challenged(passive)
+    # Only the 8-byte prefix: the passive must decide on it alone, without any body.
+    writer.write(struct.pack("<II", length, 0))
+    await within(closed_by_peer(reader), "closed on the prefix alone")
+    writer.close()
+    await until(passive, lambda n: n.core_.metrics["replication_errors_malformed"] == 1, "counted")
+    await replicates(active, passive)
+
+
+async def test_connection_cap_and_handshake_deadline(cluster: Cluster) -> None:
+    """Ten idle raw connections at a passive that serves four: six are refused at once,
+    the four silent ones are closed after the handshake timeout, and then the real active
+    (whose peer lookup waited until the flood was in) connects and replicates."""
+    cap, handshake_ms = 4, 1000
+    store = cluster.journaled()
+    store.hold("nodes")  # the active looks for its peer only once the flood is in
+    active = await cluster.active(store=store)
+    passive = await cluster.passive(
+        edges={"max_connections": cap, "handshake_timeout_ms": handshake_ms}
     )
-    assert passive.wal is not None and passive.wal.log_end == 0
+    assert passive.address is not None
+    address = passive.address
 
-    await replicates(nodes.active(passive.address), passive)
+    async def idle() -> tuple[bool, float]:
+        """(got a Challenge, seconds from connecting until the passive closed)."""
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(*address)
+        challenge = await read_message(reader, MessageReader())
+        await closed_by_peer(reader)
+        writer.close()
+        return challenge is not None, time.monotonic() - started
 
+    flood = [asyncio.create_task(idle()) for _ in range(10)]
+    await until(
+        passive,
+        lambda n: n.core_.metrics["replication_refused_connection_cap"] == 10 - cap,
+        "the connections over the cap are refused",
+    )
+    outcomes = await within(asyncio.gather(*flood), "every idle connection is closed")
+    served = [seconds for challenged_, seconds in outcomes if challenged_]
+    assert len(served) == cap
+    assert min(served) >= handshake_ms / 1000, served  # closed at the deadline, not before
+    assert passive.core_.metrics["replication_deadline_closes"] == cap
 
-async def test_oversized_length_prefix_is_closed_at_once(nodes: Nodes) -> None:
-    settings = ReplicaSettings(GROUP, PASSIVE, SECRET, idle_timeout_ms=60_000)
-    passive = await nodes.passive(settings=settings)
-    assert passive.server is not None
-    reader, writer = await asyncio.open_connection(HOST, passive.port)
-    assert isinstance(await read_message(reader, MessageReader()), Challenge)
-    # Only the 8-byte prefix: the server must decide on it alone, without any body.
-    writer.write(struct.pack("<II", DEFAULT_MAX_MESSAGE_BYTES + 1, 0))
-    await within(closed_by_peer(reader), "closed on the prefix alone", 2.0)
-    writer.close()
-    assert passive.server.metrics["replication_errors_malformed"] == 1
-
-    await replicates(nodes.active(passive.address), passive)
+    store.unhold("nodes")
+    await replicates(active, passive)
+    assert passive.core_.receiving.open_count() == 1  # the active's, and only it
 
 
 # --- garbage and impostors at the active ------------------------------------------------------
 
 
-async def test_garbage_passive_is_counted_and_the_link_reconnects(nodes: Nodes) -> None:
+async def test_garbage_passive_is_counted_and_the_active_reconnects(cluster: Cluster) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(crc_garbage(fake.connections))
         await writer.drain()
         await closed_by_peer(reader)
 
-    passive = await nodes.passive()
+    active = await cluster.active()
     async with FakeServer(garbage) as fake:
-
-        async def address() -> tuple[str, int]:
-            return (HOST, fake.port) if fake.connections < 3 else (HOST, passive.port)
-
-        active = nodes.active(address)
-        await active.append(events(10))  # not in sync yet: committed locally
+        await cluster.publish_fake(PASSIVE, fake.port)
+        await active.append(events(10))  # nobody in sync: committed locally
+        await until(active, lambda _: fake.connections >= 3, "three garbage sessions")
+        passive = await cluster.passive()  # its node row replaces the fake one
         await replicates(active, passive)
-    assert fake.connections == 3
-    assert active.link.metrics["replication_errors_malformed"] == 3
+    assert active.core_.metrics["replication_errors_malformed"] == fake.connections
 
 
 def impostor(secret: bytes, node: str) -> tuple[Handler, list[str]]:
@@ -211,26 +274,23 @@ def impostor(secret: bytes, node: str) -> tuple[Handler, list[str]]:
     ("secret", "node", "metric"),
     [
         (b"not the secret", PASSIVE, "replication_rejected_auth"),
-        (SECRET, "q", "replication_wrong_peer"),  # right secret, not the expected standby
+        (SECRET, "q", "replication_wrong_peer"),  # right secret, not the standby of the row
     ],
     ids=["wrong-proof", "wrong-node"],
 )
 async def test_impostor_passive_is_refused(
-    nodes: Nodes, secret: bytes, node: str, metric: str
+    cluster: Cluster, secret: bytes, node: str, metric: str
 ) -> None:
     handle, after = impostor(secret, node)
+    active = await cluster.active()
     async with FakeServer(handle) as fake:
-
-        async def address() -> tuple[str, int]:
-            return HOST, fake.port
-
-        active = nodes.active(address)
+        await cluster.publish_fake(PASSIVE, fake.port)
         for _ in range(3):
-            await active.append(events(10))
-        await wait_until(lambda: active.link.metrics[metric] >= 2, f"{metric} twice")
-        await active.close()
+            await active.append(events(10))  # nobody in sync: committed locally
+        await until(active, lambda n: n.core_.metrics[metric] >= 2, f"{metric} twice")
+        await active.stop()
     assert after == []  # no Append, Truncate or Heartbeat ever went to the impostor
-    assert active.recorder.records() == []
+    assert await cluster.in_sync_nodes() == {}
 
 
 # --- wrong secret, wrong group at the passive -------------------------------------------------
@@ -239,30 +299,31 @@ async def test_impostor_passive_is_refused(
 @pytest.mark.parametrize(
     ("group", "secret", "metric"),
     [
-        (GROUP, b"wrong secret", "replication_rejected_auth"),
-        ("another-group", SECRET, "replication_rejected_wrong_group"),
+        (None, "wrong secret", "replication_rejected_auth"),
+        ("another-group", SECRET.decode(), "replication_rejected_wrong_group"),
     ],
     ids=["wrong-secret", "wrong-group"],
 )
 async def test_passive_rejects_wrong_secret_or_group(
-    nodes: Nodes, group: str, secret: bytes, metric: str
+    cluster: Cluster, group: str | None, secret: str, metric: str
 ) -> None:
-    passive = await nodes.passive()
-    assert passive.server is not None and passive.wal is not None
-    server = passive.server
-    active = nodes.active(passive.address, settings=ReplicaSettings(group, "a", secret))
+    active, passive = await pair(cluster)
+    elsewhere = cluster.elsewhere("hostile", group=group)
+    hostile = await elsewhere.active("h", secret=secret)
+    assert passive.address is not None
+    await elsewhere.publish_fake(PASSIVE, passive.address[1])
     for _ in range(3):
-        await active.append(events(10))  # never in sync: committed locally
-    await wait_until(
-        lambda: (
-            server.metrics[metric] >= 2 and active.link.metrics["replication_peer_refused"] >= 2
-        ),
-        f"{metric} at the passive, refusal counted at the active",
+        await hostile.append(events(10, "hostile"))  # never in sync: committed locally
+    await until(passive, lambda n: n.core_.metrics[metric] >= 2, f"{metric} at the passive")
+    await until(
+        hostile, lambda n: n.core_.metrics["replication_peer_refused"] >= 2, "refusals counted"
     )
-    await active.close()
-    assert passive.wal.log_end == 0 and frames_of(passive.wal) == []
-    assert active.recorder.records() == []
-    assert active.shipper.acked == 0
+    assert shipper(hostile).acked == 0
+    await hostile.stop()
+    assert await elsewhere.in_sync_nodes() == {}
+    assert passive.log.log_end == 0
+    await replicates(active, passive)
+    assert active.core_.metrics["replication_standby_lost"] == 0  # undisturbed
 
 
 # --- TLS ---------------------------------------------------------------------------------------
@@ -296,67 +357,70 @@ def tls(certificate: tuple[Path, Path]) -> tuple[ssl.SSLContext, ssl.SSLContext]
     return server, client
 
 
-@pytest.fixture
-async def tls_passive(
-    nodes: Nodes, tls: tuple[ssl.SSLContext, ssl.SSLContext]
-) -> AsyncIterator[PassiveNode]:
-    yield await nodes.passive(ssl_context=tls[0])
-
-
 async def test_tls_replication(
-    nodes: Nodes, tls_passive: PassiveNode, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+    cluster: Cluster, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
-    active = nodes.active(tls_passive.address, ssl_context=tls[1])
-    await replicates(active, tls_passive)
-    assert active.link._writer is not None
-    assert active.link._writer.get_extra_info("ssl_object") is not None
+    server, client = tls
+    active = await cluster.active(server_ssl=server, client_ssl=client)
+    passive = await cluster.passive(server_ssl=server, client_ssl=client)
+    await replicates(active, passive)
+    assert link_is_tls(active)
+    assert problems(active) == {} and problems(passive) == {}
 
 
-async def test_plain_link_against_tls_server_does_not_replicate(
-    nodes: Nodes, tls_passive: PassiveNode, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+async def test_plain_active_against_tls_passive_does_not_replicate(
+    cluster: Cluster, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
-    config = ShipperConfig(standby_timeout_ms=200)
-    plain = nodes.active(tls_passive.address, name="plain", config=config)
+    server, client = tls
+    plain = await cluster.active(shipper={"standby_timeout_ms": 300})
+    passive = await cluster.passive(server_ssl=server, client_ssl=client)
     await plain.append(events(10))
-    await wait_until(
-        lambda: plain.link.metrics["replication_standby_timeout"] >= 2, "plain link gives up twice"
+    await until(
+        plain,
+        lambda n: n.core_.metrics["replication_standby_timeout"] >= 2,
+        "no Challenge ever comes over plain TCP: the active gives up twice",
     )
-    await plain.close()
-    assert tls_passive.wal is not None and tls_passive.wal.log_end == 0
-    assert plain.recorder.records() == []
+    await plain.stop()
+    assert passive.log.log_end == 0
+    assert await cluster.in_sync_nodes() == {}
 
-    await replicates(nodes.active(tls_passive.address, ssl_context=tls[1]), tls_passive)
+    # The same node, restarted with TLS, takes the lease back (its last holder).
+    active = await cluster.active(server_ssl=server, client_ssl=client)
+    await replicates(active, passive)
 
 
-async def test_tls_link_against_plain_server_does_not_replicate(
-    nodes: Nodes, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+async def test_tls_active_against_plain_passive_does_not_replicate(
+    cluster: Cluster, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
-    passive = await nodes.passive()
-    assert passive.server is not None and passive.wal is not None
-    server = passive.server
-    tls_link = nodes.active(passive.address, name="tls", ssl_context=tls[1])
-    await tls_link.append(events(10))
-    await wait_until(
-        lambda: (
-            server.metrics["replication_errors_malformed"] >= 2
-            and tls_link.link.metrics["replication_connect_failures"] >= 2
-        ),
-        "ClientHello is garbage to the plain server; the TLS handshake fails",
+    server, client = tls
+    tls_active = await cluster.active(server_ssl=server, client_ssl=client)
+    passive = await cluster.passive()
+    await tls_active.append(events(10))
+    await until(
+        passive,
+        lambda n: n.core_.metrics["replication_errors_malformed"] >= 2,
+        "a ClientHello is garbage to the plain passive",
     )
-    await tls_link.close()
-    assert passive.wal.log_end == 0
+    await until(
+        tls_active,
+        lambda n: n.core_.metrics["replication_connect_failures"] >= 2,
+        "the TLS handshake fails",
+    )
+    await tls_active.stop()
+    assert passive.log.log_end == 0
 
-    await replicates(nodes.active(passive.address), passive)
+    active = await cluster.active()
+    await replicates(active, passive)
 
 
-async def test_untrusted_certificate_is_refused_by_the_link(
-    nodes: Nodes, tls_passive: PassiveNode
+async def test_untrusted_certificate_is_refused_by_the_active(
+    cluster: Cluster, tls: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
+    server, client = tls
     untrusting = ssl.create_default_context()  # system CAs only: the self-signed cert fails
-    active = nodes.active(tls_passive.address, ssl_context=untrusting)
+    active = await cluster.active(server_ssl=server, client_ssl=untrusting)
+    passive = await cluster.passive(server_ssl=server, client_ssl=client)
     await active.append(events(10))
-    await wait_until(
-        lambda: active.link.metrics["replication_connect_failures"] >= 2, "handshake refused"
-    )
-    await active.close()
-    assert tls_passive.wal is not None and tls_passive.wal.log_end == 0
+    await until(active, lambda n: n.core_.metrics["replication_connect_failures"] >= 2, "refused")
+    assert passive.log.log_end == 0
+    assert await cluster.in_sync_nodes() == {}

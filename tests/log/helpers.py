@@ -57,11 +57,11 @@ def index_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.idx"))
 
 
-def frame_positions(data: bytes, max_payload_bytes: int) -> list[tuple[int, int, int]]:
+def frame_positions(data: bytes, max_batch_bytes: int) -> list[tuple[int, int, int]]:
     """``(position, frame bytes, base offset)`` of every intact frame of a clean segment."""
     out, pos = [], 0
     while pos < len(data):
-        status, header = inspect_frame(data, pos, max_payload_bytes)
+        status, header = inspect_frame(data, pos, max_batch_bytes)
         assert status is FrameStatus.OK and header is not None, (pos, status)
         out.append((pos, header.frame_bytes, header.base_offset))
         pos += header.frame_bytes

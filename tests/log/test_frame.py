@@ -1,10 +1,13 @@
-"""Frame codec: round trips, compression, and typed errors for bad input."""
+"""Frame codec: round trips, compression, typed errors for bad input, and the limit rule."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from walrep.errors import InvalidEventError, LimitExceededError
+from walrep.errors import InvalidEventError, LimitExceededError, MalformedFrameError
+from walrep.log.accept import check_batch, check_frames
 from walrep.log.frame import (
     FLAG_LZ4,
     HEADER_SIZE,
@@ -14,6 +17,7 @@ from walrep.log.frame import (
     decode_payload,
     encode_batch,
     inspect_frame,
+    limit_violation,
 )
 
 LIMITS = {"max_event_bytes": 1024, "max_batch_bytes": 64 * 1024, "compress_threshold_bytes": 512}
@@ -94,3 +98,94 @@ def test_oversized_event_and_batch_are_refused() -> None:
     assert info.value.limit == 1024
     with pytest.raises(LimitExceededError):
         encode_batch([Event("s", {"v": "x" * 900})] * 100, **LIMITS)
+
+
+# --- the limit rule: one function for the writer and the reader -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "size"),
+    [
+        ((1, 0, 512, None), None, None),
+        ((1, FLAG_LZ4, 516, 512), None, None),  # the lz4 size prefix on top of the batch
+        ((0, 0, 10, None), "a batch holds at least one event", None),
+        ((1, 0x02, 10, None), "unknown codec flags 0x02", None),
+        ((1, 0, 513, None), "stored payload", 513),  # uncompressed: stored = uncompressed
+        ((1, FLAG_LZ4, 517, None), "stored payload", 517),
+        ((1, FLAG_LZ4, 3, None), "compressed payload shorter than its size prefix", None),
+        ((1, FLAG_LZ4, 100, 513), "uncompressed payload", 513),
+    ],
+)
+def test_limit_violation(
+    fields: tuple[int, int, int, int | None], reason: str | None, size: int | None
+) -> None:
+    count, flags, payload_bytes, raw = fields
+    violation = limit_violation(count, flags, payload_bytes, 512, raw)
+    if reason is None:
+        assert violation is None
+        return
+    assert violation is not None and violation.reason == reason and violation.size == size
+    error = violation.error("batch of 1 events")
+    assert isinstance(error, LimitExceededError if size is not None else MalformedFrameError)
+
+
+def test_inspect_and_decode_refuse_an_lz4_size_prefix_over_the_limit() -> None:
+    events = [Event("api", {"path": "/orders", "i": i}) for i in range(200)]
+    batch = encode_batch(events, **LIMITS)
+    assert batch.flags & FLAG_LZ4 and len(batch.payload) < 4096 < batch.uncompressed_bytes
+    frame = build_frame(batch, base_offset=0, epoch=1, ingest_time_ms=0)
+    status, header = inspect_frame(frame, 0, 4096)
+    assert status is FrameStatus.OVER_LIMIT and header is not None  # CRC fine, limit not
+    with pytest.raises(MalformedFrameError, match="uncompressed payload"):
+        decode_payload(header, frame[HEADER_SIZE:], 4096)
+    assert inspect_frame(frame, 0, batch.uncompressed_bytes)[0] is FrameStatus.OK
+
+
+EVENTS = st.lists(
+    st.builds(
+        Event,
+        st.sampled_from(["a", "web"]),
+        st.dictionaries(st.sampled_from("xyz"), st.integers(0, 99) | st.text("ab", max_size=300)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=EVENTS,
+    written_under=st.integers(200, 5000),
+    read_under=st.integers(200, 5000),
+    threshold=st.integers(0, 3000),
+)
+def test_what_the_writer_accepts_is_exactly_what_the_reader_accepts(
+    events: list[Event], written_under: int, read_under: int, threshold: int
+) -> None:
+    """A batch built under some limits is taken by ``check_batch`` (every append) exactly
+    when ``inspect_frame``, ``check_frames`` and ``decode_payload`` take its frame."""
+    try:
+        batch = encode_batch(
+            events,
+            max_event_bytes=written_under,
+            max_batch_bytes=written_under,
+            compress_threshold_bytes=threshold,
+        )
+    except LimitExceededError:
+        return
+    frame = build_frame(batch, base_offset=7, epoch=1, ingest_time_ms=0)
+    try:
+        check_batch(batch, read_under)
+        accepted = True
+    except (LimitExceededError, MalformedFrameError):
+        accepted = False
+    status, header = inspect_frame(frame, 0, read_under)
+    assert (status is FrameStatus.OK) is accepted, status
+    try:
+        check_frames(frame, first_offset=7, last_epoch=1, max_batch_bytes=read_under)
+        assert accepted
+    except LimitExceededError:
+        assert not accepted
+    if accepted:
+        assert header is not None
+        assert decode_payload(header, frame[HEADER_SIZE:], read_under) == events

@@ -1,7 +1,8 @@
-"""Model-based test: ``Wal`` against a plain Python list, driven by Hypothesis.
+"""Model-based test: ``Wal`` and ``MemoryLog`` against a plain Python list, by Hypothesis.
 
-The machine appends batches of random events (blocking ``append_sync``, real fsync),
-reopens the log, cuts its tail with ``truncate_after``, drops old segments with
+The machine appends batches of random events (blocking ``append_sync``, real fsync for
+``Wal``), reopens the log (``Wal.open`` of its directory, ``MemoryLog.recover`` of its
+disk image), cuts its tail with ``truncate_after``, drops old segments with
 ``delete_before`` and bumps the writer's epoch. After every step the whole log is read
 back and compared with the model: offsets, events, epochs, ingest times, the epoch
 history and the segment layout. A tiny ``LogConfig`` makes segments roll every few
@@ -31,7 +32,7 @@ from hypothesis.stateful import (
 
 from tests.log.helpers import TINY
 from walrep.errors import LimitExceededError, OffsetOutOfRangeError
-from walrep.log import Event, Record, Wal
+from walrep.log import Event, MemoryLog, Record, Wal
 from walrep.log.frame import FLAG_LZ4
 
 STREAMS = st.sampled_from(["api", "web", "jobs", "ünïcødé", "s" * 12])
@@ -66,37 +67,44 @@ def _fits(events: list[Event]) -> bool:
     return all(len(r) <= TINY.max_event_bytes for r in rows) and raw_bytes <= TINY.max_batch_bytes
 
 
+Log = Wal | MemoryLog
+
+
 class WalModel(RuleBasedStateMachine):
-    def __init__(self, directory: Path, stats: Counter[str]) -> None:
+    def __init__(self, directory: Path | None, stats: Counter[str]) -> None:
         super().__init__()
-        self.directory = directory
+        self.directory = directory  # None: the MemoryLog
         self.stats = stats
         self.model: list[Record] = []  # index == offset; entries below log_start are stale
         self.log_start = 0
         self.epoch = 1
         self.clock = itertools.count(1_700_000_000_000)
-        self.wal: Wal | None = None
+        self.wal: Log | None = None
 
     @property
     def log_end(self) -> int:
         return len(self.model)
 
     @property
-    def w(self) -> Wal:
+    def w(self) -> Log:
         assert self.wal is not None
         return self.wal
 
     @initialize()
     def open_log(self) -> None:
         self.stats["examples"] += 1
-        self.wal = Wal.open(self.directory, TINY)
+        if self.directory is None:
+            self.wal = MemoryLog.create(TINY)
+        else:
+            self.wal = Wal.open(self.directory, TINY)
         assert self.w.recovery.lines() == []
         assert (self.w.log_start, self.w.log_end, self.w.last_epoch) == (0, 0, 0)
 
     def teardown(self) -> None:
         if self.wal is not None:
             self.wal.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     # --- rules ---------------------------------------------------------------------------
 
@@ -130,7 +138,10 @@ class WalModel(RuleBasedStateMachine):
     def reopen(self) -> None:
         epochs_before = self.w.epochs.entries
         self.w.close()
-        self.wal = Wal.open(self.directory, TINY)
+        if isinstance(self.w, MemoryLog):
+            self.wal = MemoryLog.recover(self.w.disk_image(), TINY)
+        else:
+            self.wal = Wal.open(self.w.directory, TINY)
         # A clean close leaves nothing to recover: no torn tail, no stale index, no repair.
         assert self.w.recovery.lines() == []
         assert self.w.epochs.entries == epochs_before
@@ -208,18 +219,21 @@ class WalModel(RuleBasedStateMachine):
         for (_, end, size, path), (base, *_) in itertools.pairwise(segments):
             assert end == base
             assert 0 < size <= TINY.segment_bytes_max
-            assert path.stat().st_size == size
-        assert segments[-1][2] == segments[-1][3].stat().st_size <= TINY.segment_bytes_max
+            assert not isinstance(path, Path) or path.stat().st_size == size
+        size, path = segments[-1][2], segments[-1][3]
+        assert size <= TINY.segment_bytes_max
+        assert not isinstance(path, Path) or path.stat().st_size == size
         self.stats["max segments"] = max(self.stats["max segments"], len(segments))
         self.stats["lz4 frames"] += sum(1 for f in self.w.frames() if f.header.flags & FLAG_LZ4)
 
 
-def test_wal_matches_list_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["wal", "memory"])
+def test_log_matches_list_model(tmp_path: Path, kind: str) -> None:
     stats: Counter[str] = Counter()
     runs = itertools.count()
 
     def machine() -> WalModel:
-        return WalModel(tmp_path / f"run-{next(runs)}", stats)
+        return WalModel(tmp_path / f"run-{next(runs)}" if kind == "wal" else None, stats)
 
     run_state_machine_as_test(
         machine,  # type: ignore[arg-type]  # a factory is accepted too

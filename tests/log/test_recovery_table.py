@@ -115,9 +115,7 @@ def test_every_row_of_the_table(row: Row, action: Action) -> None:
     for data in samples:
         first = inspect_frame(data, 0, MAX_PAYLOAD)[1]
         assert first is not None
-        result = scan_segment(
-            data, base_offset=10, last_segment=last, max_payload_bytes=MAX_PAYLOAD
-        )
+        result = scan_segment(data, base_offset=10, last_segment=last, max_batch_bytes=MAX_PAYLOAD)
         assert result.frames[0] == (0, first)
         if action is Action.KEEP:
             assert result.stop is None
@@ -139,7 +137,7 @@ def three_segments(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Wal.open(directory, SMALL) as wal:
         n = 0
         while (
-            len(wal.segments()) < 3 or len(frame_positions(_last(wal), SMALL.max_payload_bytes)) < 3
+            len(wal.segments()) < 3 or len(frame_positions(_last(wal), SMALL.max_batch_bytes)) < 3
         ):
             wal.append_sync(batch(n, 2 + n % 3, pad=40 * (n % 2)), epoch=1, ingest_time_ms=n)
             n = wal.log_end
@@ -154,7 +152,7 @@ Damage = Callable[[Path], tuple[Path, int, int]]  # -> (segment, frame position,
 
 
 def _frames_of(path: Path) -> list[tuple[int, int, int]]:
-    return frame_positions(path.read_bytes(), SMALL.max_payload_bytes)
+    return frame_positions(path.read_bytes(), SMALL.max_batch_bytes)
 
 
 def keep_last(d: Path) -> tuple[Path, int, int]:
@@ -332,7 +330,7 @@ def test_inspect_frame_is_total_on_arbitrary_bytes(buf: bytes, data: st.DataObje
     seen = observe(buf, pos, 0, 0, MAX_PAYLOAD)
     assert (seen.complete, seen.crc_ok) != (False, True)
     for last in (True, False):
-        scan_segment(buf, base_offset=0, last_segment=last, max_payload_bytes=MAX_PAYLOAD)
+        scan_segment(buf, base_offset=0, last_segment=last, max_batch_bytes=MAX_PAYLOAD)
 
 
 def _payloads() -> st.SearchStrategy[bytes]:
@@ -380,7 +378,7 @@ def test_mutated_frames_are_never_taken_for_data(
             assert events == batches[i]
     for last in (True, False):
         result = scan_segment(
-            damaged, base_offset=5, last_segment=last, max_payload_bytes=MAX_PAYLOAD
+            damaged, base_offset=5, last_segment=last, max_batch_bytes=MAX_PAYLOAD
         )
         assert result.frames == frames[: len(result.frames)]
         assert damaged[: result.valid_bytes] == original[: result.valid_bytes]

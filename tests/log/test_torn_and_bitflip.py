@@ -46,9 +46,9 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Recor
     segments = segment_files(directory)
     assert len(segments) >= 3, "the plan must fill several segments"
     flags = [
-        inspect_frame(seg.read_bytes(), pos, SMALL.max_payload_bytes)[1]
+        inspect_frame(seg.read_bytes(), pos, SMALL.max_batch_bytes)[1]
         for seg in segments
-        for pos, _, _ in frame_positions(seg.read_bytes(), SMALL.max_payload_bytes)
+        for pos, _, _ in frame_positions(seg.read_bytes(), SMALL.max_batch_bytes)
     ]
     assert any(h is not None and h.flags & FLAG_LZ4 for h in flags), "no lz4 frame"
     return directory, expected
@@ -91,7 +91,7 @@ def test_torn_write_at_every_byte_of_the_last_frame(
     work = copy_log(source, tmp_path / "work")
     state = snapshot(work)
     last = segment_files(work)[-1]
-    pos, size, base = frame_positions(last.read_bytes(), SMALL.max_payload_bytes)[-1]
+    pos, size, base = frame_positions(last.read_bytes(), SMALL.max_batch_bytes)[-1]
     assert pos > 0, "the last segment must hold frames before the last one"
 
     for cut in range(pos, pos + size):  # keeps cut - pos bytes of the last frame
@@ -164,7 +164,7 @@ def test_last_frame_ending_in_zeros_is_a_torn_tail_wherever_the_zeros_start(
     state = snapshot(work)
     last = segment_files(work)[-1]
     data = last.read_bytes()
-    pos, size, base = frame_positions(data, SMALL.max_payload_bytes)[-1]
+    pos, size, base = frame_positions(data, SMALL.max_batch_bytes)[-1]
     assert pos + size == len(data)
     for start in range(pos, pos + size):
         last.write_bytes(data[:start] + b"\0" * (len(data) - start))
@@ -193,7 +193,7 @@ def test_flipped_bit_in_a_sealed_segment_is_never_returned_as_data(
     state = snapshot(work)
     sealed = segment_files(work)[1]
     data = sealed.read_bytes()
-    frames = frame_positions(data, SMALL.max_payload_bytes)
+    frames = frame_positions(data, SMALL.max_batch_bytes)
     with Wal.open(work, SMALL) as wal:
         seg_start, seg_end = wal.segments()[1][:2]
     rng = random.Random(20240601)
@@ -228,7 +228,7 @@ def test_flipped_bit_in_a_sealed_segment_without_index_fails_open(
     sealed.with_suffix(".idx").unlink()
     state = snapshot(work)
     data = sealed.read_bytes()
-    frames = frame_positions(data, SMALL.max_payload_bytes)
+    frames = frame_positions(data, SMALL.max_batch_bytes)
     rng = random.Random(7)
     for byte in range(len(data)):
         pos, _, base = frame_at(frames, byte)
@@ -262,7 +262,7 @@ def test_flipped_bit_in_the_active_segment(
     state = snapshot(work)
     active = segment_files(work)[-1]
     data = active.read_bytes()
-    frames = frame_positions(data, SMALL.max_payload_bytes)
+    frames = frame_positions(data, SMALL.max_batch_bytes)
     last_pos, last_size, last_base = frames[-1]
     rng = random.Random(99)
     torn = 0
@@ -280,7 +280,7 @@ def test_flipped_bit_in_the_active_segment(
             with wal:
                 torn += 1
                 assert pos == last_pos and byte - pos in SIZE_FIELD, (byte, bit)
-                status, _ = inspect_frame(bytes(damaged), pos, SMALL.max_payload_bytes)
+                status, _ = inspect_frame(bytes(damaged), pos, SMALL.max_batch_bytes)
                 assert status is FrameStatus.SHORT_PAYLOAD
                 report = wal.recovery
                 assert (report.torn_position, report.torn_bytes) == (last_pos, last_size)
@@ -303,7 +303,7 @@ def test_repair_cuts_the_log_before_the_damaged_frame(
     segments = segment_files(work)
     sealed = segments[1]
     data = sealed.read_bytes()
-    frames = frame_positions(data, SMALL.max_payload_bytes)
+    frames = frame_positions(data, SMALL.max_batch_bytes)
     rng = random.Random(3)
     positions = sorted({0, len(data) - 1, *rng.sample(range(len(data)), 30)})
     for byte in positions:

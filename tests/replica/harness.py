@@ -1,329 +1,110 @@
-"""A deterministic in-memory driver for the replication cores (used by transcript tests).
+"""A deterministic transcript driver for two walrep nodes (used by transcript tests).
 
-Two real cores — ``Shipper`` on the active, ``Receiver`` on the passive — joined by an
-in-memory wire per direction that carries real encoded bytes through ``MessageReader``.
-Each node's log is a list of real WAL frames with a durable prefix and an epoch
-history (KIP-101 answers come from ``EpochHistory.end_offset``). A coordinator stub
-holds ``RecordInSync`` requests until a step answers them. Nothing here reads a clock
-or a random source: nonces and times are fixed, so a step's output is reproducible.
+Two production ``NodeCore``s — node ``a`` (id a1, meant to be the active) and node
+``p`` (id p1, the passive) of group g1 — each with its own ``MemoryLog`` (fsync policy
+``never``: durability is a step), one ``MemoryStore`` on the harness's clock, and
+in-memory byte wires per connection. ``executor.py`` carries out the cores' effects and
+holds those that report back until a step completes them; this module is the steps
+and what they print; ``invariants.py`` is checked after every step (raising
+``InvariantViolation``, which no rewrite of the expected output can bless).
 
-The shell behaviour mirrors ``active_link.py`` and ``passive_server.py``: a core's
-``Close`` ends the connection (what it sent before reaching the peer first, then EOF);
-a decode error closes without an ``Error``; the active's core hears ``disconnected``
-only when the peer or the network ended the connection, not after its own ``Close``.
+Steps (one per line; ``#`` starts a comment). ``a|p`` names a node; ``SRC->DST`` is a
+direction between ``a``, ``p`` and the raw peer ``x``::
 
-Steps (one per line; ``#`` starts a comment)::
+    init [key=value...]        first, once: settings of both nodes (keys below) and
+                               epoch=E (the store's history ends at E-1, held by a1:
+                               a1 acquires epoch E), check-prefix=false
+    set a|p key=value...       settings of a node that is not running; also group=,
+                               node=, secret=wrong|right
+    preload a|p [copy=K] [n=N epoch=E] [committed=C] [highest-epoch=H]
+                               a node's disk before it first starts: the other node's
+                               frames below K verbatim, N events of stream "old" under
+                               epoch E, a persisted committed floor and highest epoch
+    start a|p / stop a|p       the process starts (STARTING -> PASSIVE) / stops
+    elect a|p                  answer the held lease calls so that this node wins
+                               (asking again once if it did not know the epoch)
+    store ok|fail [a|p] [KIND] [N]
+                               answer held store calls, oldest first (all, or N);
+                               KIND: acquire renew release in-sync publish nodes
+    append [a|p] N             a publisher's request of N events (NodeCore.submit)
+    durable a|p [to=K] [fail]  the pending sync completes (to the log end, or K), or
+                               fails (LogFailedError)
+    disk-fault a|p append      the node's next append fails (LogFailedError)
+    tick [a|p] MS              the clock moves on by MS; that node (or both) ticks
+    connect [refuse]           the oldest held connect completes (or is refused)
+    connect x->a|x->p          the raw peer opens a connection
+    disconnect [N]             the network drops connection N (default: the newest)
+    deliver SRC->DST [N]       deliver what is on the wire (or N writes), oldest first
+    crash a|p                  the process dies: what is not durable is lost
+    disk-copy a|p NAME         keep a copy of the node's durable disk
+    restart a|p [wipe|copy=NAME]
+                               a new process on its disk (or an empty or older one)
+    retention a|p K            delete whole segments below K (log_start moves)
+    force a|p / release a|p MS forced takeover / give the lease up for MS
+    inject SRC->DST garbage|flip|duplicate|drop|bad-proof|reflect|big=BYTES|trickle=N
+    inject SRC->DST append [epoch=E] [base=B] [count=C] [commit=X] [frames=corrupt]
+    log a|p / status           a log's frames / every node's and the store's state
 
-    init [epoch=E] [standby-in-sync=B] [check-passive-prefix=B] [settings]   first, once
-    set a|p key=value...        ack=all|local on-loss=degrade|block window_bytes=
-                                window_batches= read_bytes_max= standby_timeout_ms=
-                                heartbeat_interval_ms= buffer_bytes_max= buffer_events_max=
-                                max_message_bytes= group= node= (the passive's)
-    secret-mismatch [off]       the passive's next connections use another secret
-    active-append N [epoch=E]   one frame of N events on the active, not durable yet
-    active-retention K          the active's log starts at K (before it starts)
-    passive-preload [copy=K] [n=N epoch=E] [committed=C] [highest-epoch=H]
-    start a                     the active's term begins (connect does it if needed)
-    connect / disconnect        open a connection / the network drops it
-    deliver a->p|p->a [n]       deliver what is queued, or the next n items
-    durable p                   the passive's pending appends are fsynced
-    local-durable a             the active's log is fsynced
-    tick a MS                   the active's clock moves on by MS
-    record ok|fail              answer the oldest pending RecordInSync
-    inject a->p|p->a garbage|flip|duplicate|drop|bad-proof|reflect
-    inject a->p append [epoch=E] [base=B] [count=C] [commit=X] [frames=corrupt]
-    status / log a|p            print state / a log's frames
-
-After every step the harness checks the invariants it can see (raising
-``InvariantViolation``, which no rewrite of the expected output can bless):
-
-* committed offsets only grow, and never pass the active's durable end;
-* with ack policy ``all``, while the coordinator records the standby in sync, every
-  committed offset is durable on the passive with the same events;
-* the passive's committed prefix is the active's, event for event.
+Settings keys: ack=all|local on-loss=degrade|block window_bytes window_batches
+read_bytes_max standby_timeout_ms heartbeat_interval_ms (event sync) buffer_bytes_max
+buffer_events_max max_message_bytes max_connections handshake_timeout_ms
+idle_timeout_ms max_pending max_uncommitted_events max_queued lease_ttl_ms
+safety_margin_ms lease_heartbeat_ms poll_interval_ms call_timeout_ms
+connect_timeout_ms peer_wait_timeout_ms peer_retry_sleep_ms persist_interval_ms
+segment_bytes_max max_batch_bytes max_event_bytes.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, ClassVar
+from collections.abc import Callable
+from dataclasses import replace
+from typing import ClassVar
 
-from walrep.errors import PeerProtocolError
-from walrep.log.epochs import EpochEntry, EpochHistory
-from walrep.log.frame import (
-    HEADER_SIZE,
-    Event,
-    FrameStatus,
-    build_frame,
-    decode_payload,
-    encode_batch,
-    inspect_frame,
-    parse_header,
+from tests.replica import fmt
+from tests.replica.executor import (
+    SLOTS,
+    STRANGER,
+    Connection,
+    HeldCall,
+    InvariantViolation,
+    Item,
+    Slot,
+    StepError,
+    World,
+    run_now,
 )
-from walrep.replica.messages import (
-    Ack,
-    Append,
-    Challenge,
-    Error,
-    Heartbeat,
-    Hello,
-    HelloOk,
-    Message,
-    MessageReader,
-    Reject,
-    Truncate,
-    encode,
-)
-from walrep.replica.receiver import (
-    AppendFrames,
-    Authenticated,
-    Close,
-    Count,
-    Receiver,
-    ReceiverAction,
-    Send,
-    TruncateLog,
-)
-from walrep.replica.shipper import (
-    Committed,
-    ReadFrames,
-    RecordInSync,
-    Shipper,
-    ShipperAction,
-    ShipperConfig,
-)
+from tests.replica.invariants import Invariants
+from tests.replica.settings import build_settings, parse_values
+from tests.replica.status import status_lines
+from walrep.errors import LogFailedError
+from walrep.log.frame import Event, build_frame, encode_batch
+from walrep.log.memory import DiskImage
+from walrep.log.replica_state import ReplicaState
+from walrep.node import effects as fx
+from walrep.node.settings import NodeSettings
+from walrep.replica import lease as lm
+from walrep.replica.messages import Append, Error, Heartbeat, HelloOk, MessageReader, encode
 
-GROUP = "g1"
-ACTIVE = "a1"
-PASSIVE = "p1"
-SECRET = b"cluster-secret"
-WRONG_SECRET = b"not-the-cluster-secret"
-INGEST_MS = 1_700_000_000_000
-MAX_PAYLOAD_BYTES = 1 << 20
-_SHIPPER_INTS = (
-    "window_bytes",
-    "window_batches",
-    "read_bytes_max",
-    "standby_timeout_ms",
-    "heartbeat_interval_ms",
-)
-_CODEC = {"max_event_bytes": 4096, "max_batch_bytes": 1 << 20, "compress_threshold_bytes": 1 << 30}
+__all__ = ["Harness", "InvariantViolation", "StepError"]
+
+KINDS: dict[str, type] = {
+    "acquire": fx.Acquire,
+    "renew": fx.Renew,
+    "release": fx.Release,
+    "in-sync": fx.SetInSync,
+    "publish": fx.PublishNode,
+    "nodes": fx.ReadNodes,
+}
+FORGED_CODEC = {
+    "max_event_bytes": 4096,
+    "max_batch_bytes": 1 << 16,
+    "compress_threshold_bytes": 1 << 30,
+}
 
 
-class InvariantViolation(AssertionError):
-    """The cores did something the design forbids (never part of an expected output)."""
-
-
-class StepError(Exception):
-    """A malformed or impossible step in a scenario file."""
-
-
-# --- logs ----------------------------------------------------------------------------------
-
-
-@dataclass
-class StoredFrame:
-    base: int
-    end: int
-    epoch: int
-    data: bytes
-
-
-@dataclass
-class MemLog:
-    """A log as a list of verbatim frames, a durable prefix, and an epoch history."""
-
-    frames: list[StoredFrame] = field(default_factory=list)
-    log_start: int = 0
-    durable_end: int = 0
-    epochs: list[EpochEntry] = field(default_factory=list)
-
-    @property
-    def log_end(self) -> int:
-        return self.frames[-1].end if self.frames else self.log_start
-
-    @property
-    def last_epoch(self) -> int:
-        return self.epochs[-1].epoch if self.epochs else 0
-
-    @property
-    def last_epoch_start(self) -> int:
-        return self.epochs[-1].start_offset if self.epochs else 0
-
-    def history(self) -> EpochHistory:
-        # Only the pure lookups are used: the path is never written.
-        return EpochHistory(Path("/nonexistent/epochs"), list(self.epochs))
-
-    def end_offset(self, epoch: int) -> tuple[int, int]:
-        return self.history().end_offset(epoch, self.log_end)
-
-    def append_events(self, count: int, epoch: int, stream: str) -> StoredFrame:
-        base = self.log_end
-        events = [Event(stream, {"i": base + k}) for k in range(count)]
-        frame = build_frame(
-            encode_batch(events, **_CODEC),
-            base_offset=base,
-            epoch=epoch,
-            ingest_time_ms=INGEST_MS + base,
-        )
-        self.append_frames(frame)
-        return self.frames[-1]
-
-    def append_frames(self, data: bytes) -> None:
-        """Check every frame first (like ``Wal.append_frames``), then append them all."""
-        pos, expected, epoch = 0, self.log_end, self.last_epoch
-        checked: list[StoredFrame] = []
-        while pos < len(data):
-            status, header = inspect_frame(data, pos, MAX_PAYLOAD_BYTES)
-            if status is not FrameStatus.OK or header is None:
-                raise ValueError(f"frame at byte {pos}: {status.value}")
-            if header.base_offset != expected:
-                raise ValueError(f"frame starts at {header.base_offset}, log end is {expected}")
-            if header.epoch < epoch:
-                raise ValueError(f"frame epoch {header.epoch} < last epoch {epoch}")
-            size = header.frame_bytes
-            checked.append(
-                StoredFrame(header.base_offset, header.end_offset, header.epoch, data[pos:][:size])
-            )
-            pos, expected, epoch = pos + size, header.end_offset, header.epoch
-        for frame in checked:
-            if frame.epoch > self.last_epoch:
-                self.epochs.append(EpochEntry(frame.epoch, frame.base))
-            self.frames.append(frame)
-
-    def read(self, from_offset: int, max_bytes: int) -> tuple[int, int, bytes]:
-        """Whole frames from ``from_offset``: at least one, then up to ``max_bytes``."""
-        assert self.log_start <= from_offset < self.log_end, (from_offset, self.log_end)
-        parts: list[StoredFrame] = []
-        size = 0
-        for frame in self.frames:
-            if frame.end <= from_offset:
-                continue
-            assert parts or frame.base == from_offset, "reads start at frame boundaries"
-            if parts and size + len(frame.data) > max_bytes:
-                break
-            parts.append(frame)
-            size += len(frame.data)
-        return parts[0].base, parts[-1].end, b"".join(f.data for f in parts)
-
-    def truncate(self, to_offset: int) -> None:
-        """Drop every event at or after ``to_offset``; a cut frame is re-framed."""
-        kept: list[StoredFrame] = []
-        for frame in self.frames:
-            if frame.end <= to_offset:
-                kept.append(frame)
-            elif frame.base < to_offset:
-                header = parse_header(frame.data)
-                events = decode_payload(header, frame.data[HEADER_SIZE:], 1 << 20)
-                data = build_frame(
-                    encode_batch(events[: to_offset - frame.base], **_CODEC),
-                    base_offset=frame.base,
-                    epoch=frame.epoch,
-                    ingest_time_ms=header.ingest_time_ms,
-                )
-                kept.append(StoredFrame(frame.base, to_offset, frame.epoch, data))
-        self.frames = kept
-        self.epochs = [e for e in self.epochs if e.start_offset < to_offset]
-        self.durable_end = min(self.durable_end, to_offset)
-
-    def delete_before(self, offset: int) -> None:
-        assert any(f.base == offset for f in self.frames) or offset == self.log_end
-        self.frames = [f for f in self.frames if f.base >= offset]
-        self.log_start = offset
-
-    def events(self, lo: int, hi: int) -> list[tuple[int, list[Any]]]:
-        """``(epoch, event)`` for every offset in ``[lo, hi)`` held here."""
-        out: list[tuple[int, list[Any]]] = []
-        for frame in self.frames:
-            if frame.end <= lo or frame.base >= hi:
-                continue
-            header = parse_header(frame.data)
-            decoded = decode_payload(header, frame.data[HEADER_SIZE:], 1 << 20)
-            for k, event in enumerate(decoded):
-                if lo <= frame.base + k < hi:
-                    out.append((frame.epoch, list(event)))
-        return out
-
-    def describe(self) -> str:
-        parts = [f"{f.base}..{f.end}@e{f.epoch}" for f in self.frames]
-        return f"[{self.log_start},{self.log_end}) durable={self.durable_end} " + (
-            " ".join(parts) if parts else "(empty)"
-        )
-
-
-# --- the wire ----------------------------------------------------------------------------------
-
-EOF = None  # a wire item: the sender closed after everything queued before it
-
-
-@dataclass
-class Connection:
-    number: int
-    receiver: Receiver
-    a2p: deque[bytes | None] = field(default_factory=deque)
-    p2a: deque[bytes | None] = field(default_factory=deque)
-    a_reader: MessageReader = field(default_factory=MessageReader)
-    p_reader: MessageReader = field(default_factory=MessageReader)
-    a_open: bool = True
-    p_open: bool = True
-    p_paused: bool = False  # the passive stopped reading (backpressure)
-
-
-# --- formatting ---------------------------------------------------------------------------------
-
-
-def fmt_message(m: Message) -> str:
-    """Messages with their key fields; never nonces or proof bytes."""
-    if isinstance(m, Challenge):
-        return f"Challenge(node={m.node})"
-    if isinstance(m, Hello):
-        return f"Hello(group={m.group} node={m.node} epoch={m.epoch} log_end={m.log_end})"
-    if isinstance(m, HelloOk):
-        return (
-            f"HelloOk(node={m.node} log_end={m.log_end} last_epoch={m.last_epoch}"
-            f" committed={m.committed})"
-        )
-    if isinstance(m, Reject):
-        return f"Reject({m.reason})"
-    if isinstance(m, Truncate):
-        return f"Truncate(to={m.to_offset})"
-    if isinstance(m, Append):
-        frames = _count_frames(m.frames)
-        return (
-            f"Append(epoch={m.epoch} {m.base_offset}..{m.base_offset + m.count}"
-            f" commit={m.commit_offset} frames={frames})"
-        )
-    if isinstance(m, Ack):
-        return f"Ack(durable={m.durable_offset} last_epoch={m.last_epoch})"
-    if isinstance(m, Heartbeat):
-        return f"Heartbeat(commit={m.commit_offset})"
-    assert isinstance(m, Error)
-    return f"Error({m.code}: {m.message})"
-
-
-def _count_frames(data: bytes) -> int | str:
-    pos, n = 0, 0
-    while pos < len(data):
-        status, header = inspect_frame(data, pos, MAX_PAYLOAD_BYTES)
-        if status is not FrameStatus.OK or header is None:
-            return "invalid"
-        pos, n = pos + header.frame_bytes, n + 1
-    return n
-
-
-def _bool(text: str) -> bool:
-    if text in ("true", "yes", "1"):
-        return True
-    if text in ("false", "no", "0"):
-        return False
-    raise StepError(f"not a boolean: {text!r}")
-
-
-def _kv(args: Iterable[str]) -> dict[str, str]:
+def _kv(args: list[str]) -> dict[str, str]:
     out = {}
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -333,606 +114,433 @@ def _kv(args: Iterable[str]) -> dict[str, str]:
     return out
 
 
-# --- the harness ---------------------------------------------------------------------------------
+def _direction(text: str) -> tuple[str, str]:
+    src, sep, dst = text.partition("->")
+    names = (*SLOTS, STRANGER)
+    if not sep or src not in names or dst not in names or src == dst:
+        raise StepError(f"expected a direction like a->p, got {text!r}")
+    return src, dst
 
 
 class Harness:
     def __init__(self) -> None:
-        self.now_ms = 0
-        self.epoch = 1
-        self.standby_in_sync = True
-        self.shipper_config = ShipperConfig()
-        self.active_secret = SECRET
-        self.passive_secret = SECRET
-        self.passive_group = GROUP
-        self.passive_node = PASSIVE
-        self.buffer_bytes_max = 1 << 20
-        self.buffer_events_max = 2**62
-        self.max_message_bytes = 1 << 20
-        self.active_log = MemLog()
-        self.passive_log = MemLog()
-        self.passive_committed = 0  # what the passive node learnt is committed
-        self.passive_highest_epoch = 0  # highest epoch the passive node has seen
-        self.shipper: Shipper | None = None
-        self.conn: Connection | None = None
-        self.connections = 0
-        self.in_sync_record = True  # the coordinator's row for the standby
-        self.pending_records: deque[RecordInSync] = deque()
-        self.last_committed = 0
-        # Off only for a setup that already lost committed events (a forced failover).
-        self.check_passive_prefix = True
-        self.out: list[str] = []
+        self._values: dict[str, dict[str, str]] = {name: {} for name in SLOTS}
+        self._world: World | None = None
+        self._invariants: Invariants | None = None
+        self._check_prefix = True
+        self._requests = 0
 
-    # --- entry point -----------------------------------------------------------------------
+    # --- entry point ---------------------------------------------------------------------
 
     def run(self, line: str) -> list[str]:
-        """Execute one step; return the lines it produced."""
+        """Execute one step; return the lines it produced; then check the invariants."""
         words = shlex.split(line, comments=True)
         if not words:
             raise StepError("empty step")
         handler = self._STEPS.get(words[0])
         if handler is None:
             raise StepError(f"unknown step {words[0]!r}")
-        self.out = []
+        if words[0] == "init":
+            if self._world is not None:
+                raise StepError("init comes first, once")
+            handler(self, words[1:])
+            return []
+        world = self.world
+        world.out = []
         handler(self, words[1:])
-        self._check_invariants()
-        return self.out
+        world.resume_readers()
+        assert self._invariants is not None
+        self._invariants.check()
+        return world.out
 
-    def emit(self, line: str) -> None:
-        self.out.append(line)
+    @property
+    def world(self) -> World:
+        if self._world is None:
+            self._world = World({name: self._settings(name) for name in SLOTS})
+            self._invariants = Invariants(self._world, check_prefix=self._check_prefix)
+        return self._world
 
-    # --- steps: setup -----------------------------------------------------------------------
+    def _settings(self, name: str) -> NodeSettings:
+        return build_settings(name, self._values[name])
+
+    def _slot(self, args: list[str], usage: str) -> Slot:
+        if not args or args[0] not in SLOTS:
+            raise StepError(usage)
+        return self.world.slot(args[0])
+
+    # --- steps: setup --------------------------------------------------------------------
 
     def step_init(self, args: list[str]) -> None:
-        """init [epoch=E] [standby-in-sync=B] [shipper config] [passive config]"""
-        if self.shipper is not None:
-            raise StepError("init after the active started")
-        self._configure(_kv(args), allow_epoch=True)
+        """init [key=value...]: settings of both nodes; epoch=E; check-prefix=false."""
+        values = _kv(args)
+        epoch = int(values.pop("epoch", "1"))
+        self._check_prefix = values.pop("check-prefix", "true") == "true"
+        parse_values(values)  # refuse unknown keys now
+        for name in SLOTS:
+            self._values[name].update(values)
+        world = self.world
+        if epoch > 1:  # a1 held the earlier epochs (a previous life of this node)
+            s = world.slot("a").settings
+            for e in range(1, epoch):
+                won, _ = run_now(world.store.try_acquire(s.group, s.node_id, e - 1, 1))
+                assert won, e
+                run_now(world.store.release(s.group, s.node_id, e))
 
     def step_set(self, args: list[str]) -> None:
-        """set a|p key=value...: change configuration (the shipper's takes effect at once)."""
-        if not args or args[0] not in ("a", "p"):
-            raise StepError("set a|p key=value...")
+        """set a|p key=value...: settings of a node that is not running."""
+        slot = self._slot(args, "set a|p key=value...")
+        if slot.up:
+            raise StepError(f"set {slot.name} while it runs: crash or stop it first")
         values = _kv(args[1:])
-        self._configure(values, allow_epoch=False)
-        if args[0] == "a" and self.shipper is not None:
-            self.shipper.config = self.shipper_config
-        self.emit(f"{args[0]}: config " + " ".join(f"{k}={v}" for k, v in values.items()))
+        self._values[slot.name].update(values)
+        slot.settings = self._settings(slot.name)
+        slot.say("settings " + " ".join(f"{k}={v}" for k, v in values.items()))
 
-    def _configure(self, values: dict[str, str], *, allow_epoch: bool) -> None:
-        c = self.shipper_config
-        for key, value in values.items():
-            if key == "epoch" and allow_epoch:
-                self.epoch = int(value)
-            elif key == "check-passive-prefix" and allow_epoch:
-                self.check_passive_prefix = _bool(value)
-            elif key == "standby-in-sync" and allow_epoch:
-                self.standby_in_sync = self.in_sync_record = _bool(value)
-            elif key == "ack":
-                c = replace(c, ack_all={"all": True, "local": False}[value])
-            elif key == "on-loss":
-                c = replace(c, degrade={"degrade": True, "block": False}[value])
-            elif key in _SHIPPER_INTS:
-                c = replace(c, **{key: int(value)})
-            elif key == "buffer_bytes_max":
-                self.buffer_bytes_max = int(value)
-            elif key == "buffer_events_max":
-                self.buffer_events_max = int(value)
-            elif key == "max_message_bytes":
-                self.max_message_bytes = int(value)
-            elif key == "group":
-                self.passive_group = value
-            elif key == "node":
-                self.passive_node = value
-            else:
-                raise StepError(f"unknown setting {key!r}")
-        self.shipper_config = c
-
-    def step_secret_mismatch(self, args: list[str]) -> None:
-        """secret-mismatch [off]: the passive's next connections use another secret."""
-        if args == ["off"]:
-            self.passive_secret = SECRET
-            self.emit("p: secret is the active's again")
-            return
-        self.passive_secret = WRONG_SECRET
-        self.emit("p: secret differs from the active's")
-
-    def step_active_append(self, args: list[str]) -> None:
-        """active-append N [epoch=E]: one frame of N events, not durable yet."""
-        count = int(args[0])
-        epoch = int(_kv(args[1:]).get("epoch", self.epoch))
-        frame = self.active_log.append_events(count, epoch, "api")
-        self.emit(f"a: log {frame.base}..{frame.end} epoch={epoch}")
-        if self.shipper is not None:
-            self._active_actions(self.shipper.log_grew(self.active_log.log_end))
-
-    def step_active_retention(self, args: list[str]) -> None:
-        """active-retention K: segments below K deleted (before the active starts)."""
-        if self.shipper is not None:
-            raise StepError("the shipper has no input for retention while it runs")
-        self.active_log.delete_before(int(args[0]))
-        self.emit(f"a: log starts at {self.active_log.log_start}")
-
-    def step_passive_preload(self, args: list[str]) -> None:
-        """passive-preload [copy=K] [n=N epoch=E] [committed=C] [highest-epoch=H]
-
-        ``copy`` takes the active's frames below K verbatim; ``n`` appends N events of
-        another stream ("old") under epoch E: a tail the active never had. All durable.
-        """
-        values = _kv(args)
-        log = self.passive_log
+    def step_preload(self, args: list[str]) -> None:
+        """preload a|p [copy=K] [n=N epoch=E] [committed=C] [highest-epoch=H]"""
+        slot = self._slot(args, "preload a|p [copy=K] [n=N epoch=E] [committed=C]")
+        if slot.core is not None:
+            raise StepError("preload a node's disk before it first starts")
+        values = _kv(args[1:])
+        log = slot.log
         if "copy" in values:
             upto = int(values["copy"])
-            for frame in self.active_log.frames:
-                if frame.end <= upto:
-                    log.append_frames(frame.data)
-            assert log.log_end == upto, "copy ends at a frame boundary of the active"
+            source = self.world.slot("p" if slot.name == "a" else "a").log
+            for frame in source.frames(source.log_start):
+                if frame.header.end_offset <= upto:
+                    run_now(log.append_frames(frame.data))
+            if log.log_end != upto:
+                raise StepError(f"copy={upto} is not a frame boundary of the other log")
         if "n" in values:
-            log.append_events(int(values["n"]), int(values["epoch"]), "old")
-        log.durable_end = log.log_end
-        if "committed" in values:
-            self.passive_committed = int(values["committed"])
-        self.passive_highest_epoch = max(
-            self.passive_highest_epoch, int(values.get("highest-epoch", 0)), log.last_epoch
-        )
-        self.emit(f"p: log {log.describe()} committed={self.passive_committed}")
+            base = log.log_end
+            events = [Event("old", {"i": base + k}) for k in range(int(values["n"]))]
+            log.append_sync(events, epoch=int(values["epoch"]))
+        log.sync_to(log.log_end)
+        committed = int(values.get("committed", "0"))
+        highest = max(int(values.get("highest-epoch", "0")), log.last_epoch)
+        log.save_replica_state(ReplicaState(committed, highest))
+        slot.say(f"log {fmt.log_frames(log)}; {fmt.state(log.replica_state)}")
 
-    # --- steps: connection --------------------------------------------------------------------
-
-    def _ensure_shipper(self) -> Shipper:
-        if self.shipper is None:
-            log = self.active_log
-            self.shipper = Shipper(
-                GROUP,
-                ACTIVE,
-                self.active_secret,
-                epoch=self.epoch,
-                epoch_end=log.end_offset,
-                log_start=log.log_start,
-                log_end=log.log_end,
-                durable_end=log.durable_end,
-                standby=PASSIVE,
-                standby_in_sync=self.standby_in_sync,
-                config=self.shipper_config,
-            )
-            self.emit(
-                f"a: start epoch={self.epoch} log=[{log.log_start},{log.log_end})"
-                f" durable={log.durable_end} standby={self.shipper.standby_state.value}"
-            )
-        return self.shipper
+    # --- steps: life cycle ---------------------------------------------------------------
 
     def step_start(self, args: list[str]) -> None:
-        """start a: the active's term begins (``connect`` does this too, if needed)."""
-        if args != ["a"] or self.shipper is not None:
-            raise StepError("start a, once")
-        self._ensure_shipper()
+        """start a|p: the process is ready (log open, port bound): STARTING -> PASSIVE."""
+        self._slot(args, "start a|p").start()
 
-    def step_connect(self, args: list[str]) -> None:
-        """connect: the active opens a connection; the passive answers with a Challenge."""
-        if self.conn is not None and self.conn.a_open:
-            raise StepError("already connected")
-        if self.conn is not None:  # the active closed it; the passive has yet to notice
-            self.emit(f"connection {self.conn.number} abandoned")
-            self._drop_connection()
-        shipper = self._ensure_shipper()
-        self.connections += 1
-        n = self.connections
-        receiver = Receiver(
-            self.passive_group,
-            self.passive_node,
-            self.passive_secret,
-            bytes([0xB0 + n]) * 16,
-            buffer_bytes_max=self.buffer_bytes_max,
-            buffer_events_max=self.buffer_events_max,
-        )
-        self.conn = Connection(
-            n,
-            receiver,
-            a_reader=MessageReader(self.max_message_bytes),
-            p_reader=MessageReader(self.max_message_bytes),
-        )
-        self.emit(f"connection {n} open")
-        self._sent_appends = []
-        self._active_actions(shipper.connected(self.now_ms, bytes([0xA0 + n]) * 16))
-        self._passive_actions(receiver.connected())
+    def step_stop(self, args: list[str]) -> None:
+        """stop a|p: stop on purpose (before a start, too: the stop wins)."""
+        slot = self._slot(args, "stop a|p")
+        core = slot.ensure_core()
+        slot.input(core.stop)
+        slot.serving = False
 
-    def step_disconnect(self, args: list[str]) -> None:
-        """disconnect: the network drops the connection; both sides notice."""
-        conn = self._conn()
-        active_knew = not conn.a_open  # it closed the connection itself
-        self._drop_connection()
-        self.emit(f"connection {conn.number} lost")
-        assert self.shipper is not None
-        if not active_knew:
-            self._active_actions(self.shipper.disconnected("connection lost"))
+    def step_crash(self, args: list[str]) -> None:
+        """crash a|p: the process dies; its disk keeps what is durable."""
+        self._slot(args, "crash a|p").crash()
 
-    def step_deliver(self, args: list[str]) -> None:
-        """deliver a->p|p->a [n]: deliver what is queued (or the next n items)."""
-        if not args or args[0] not in ("a->p", "p->a"):
-            raise StepError("deliver a->p|p->a [n]")
-        if self.conn is None:
-            self.emit("no connection")
-            return
-        wire = self.conn.a2p if args[0] == "a->p" else self.conn.p2a
-        limit = int(args[1]) if len(args) > 1 else len(wire)
-        for _ in range(limit):
-            conn = self.conn
-            if conn is None or not wire:
-                break
-            if args[0] == "a->p":
-                if not conn.receiver.wants_data():
-                    self.emit("p: not reading (buffer full)")
-                    conn.p_paused = True
-                    break
-                self._deliver_to_passive(conn, wire.popleft())
-            else:
-                self._deliver_to_active(conn, wire.popleft())
+    def step_disk_copy(self, args: list[str]) -> None:
+        """disk-copy a|p NAME: keep a copy of the node's durable disk as NAME."""
+        slot = self._slot(args, "disk-copy a|p NAME")
+        if len(args) != 2:
+            raise StepError("disk-copy a|p NAME")
+        self.world.copies[args[1]] = copy = slot.durable_copy()
+        end = copy.segments[-1].base_offset if copy.segments else 0
+        slot.say(f"disk copied as {args[1]} (segments from {end})")
 
-    def _deliver_to_passive(self, conn: Connection, item: bytes | None) -> None:
-        if item is EOF:
-            self.emit("p: connection closed by the active")
-            conn.p_open = False
-            self._drop_connection()
-            return
-        try:
-            messages = conn.p_reader.feed(item)
-        except PeerProtocolError as e:
-            self.emit(f"p: malformed message: {e}; closing")
-            self._close(conn, "p")
-            return
-        for message in messages:
-            self.emit(f"a->p {fmt_message(message)}")
-            self._passive_actions(conn.receiver.received(message))
-            if not conn.p_open:
-                return
+    def step_restart(self, args: list[str]) -> None:
+        """restart a|p [wipe|copy=NAME]: a new process on the disk the crash left (or an
+        empty one, or an older copy)."""
+        slot = self._slot(args, "restart a|p [wipe|copy=NAME]")
+        image: DiskImage | None = None
+        if args[1:] == ["wipe"]:
+            image = DiskImage((), (), ReplicaState(), slot.log.limits)
+        elif args[1:]:
+            name = _kv(args[1:]).get("copy")
+            if name is None or name not in self.world.copies:
+                raise StepError(f"no disk copy {name!r}")
+            image = self.world.copies[name]
+        slot.restart(image, damaged=image is not None)
 
-    def _deliver_to_active(self, conn: Connection, item: bytes | None) -> None:
-        assert self.shipper is not None
-        if item is EOF:
-            self.emit("a: connection closed by the passive")
-            conn.a_open = False
-            self._drop_connection()
-            self._active_actions(self.shipper.disconnected("connection closed by the passive"))
-            return
-        try:
-            messages = conn.a_reader.feed(item)
-        except PeerProtocolError as e:
-            self.emit(f"a: malformed message: {e}; closing")
-            self._close(conn, "a")
-            self._active_actions(self.shipper.disconnected(str(e)))
-            return
-        for message in messages:
-            self.emit(f"p->a {fmt_message(message)}")
-            self._active_actions(self.shipper.received(message, self.now_ms))
-            if not conn.a_open:
-                return
+    def step_force(self, args: list[str]) -> None:
+        """force a|p: the operator's forced takeover (ignores the in-sync record)."""
+        slot = self._slot(args, "force a|p")
+        slot.input(slot.core_.force_takeover)
 
-    def _conn(self) -> Connection:
-        if self.conn is None:
-            raise StepError("no connection")
-        return self.conn
+    def step_release(self, args: list[str]) -> None:
+        """release a|p MS: give the lease up now (switchover); follow again after MS."""
+        slot = self._slot(args, "release a|p MS")
+        core, after = slot.core_, int(args[1])
+        slot.input(lambda now: core.release(now, after))
 
-    def _close(self, conn: Connection, side: str) -> None:
-        """``side`` closes its socket: its queued sends still arrive, then EOF."""
-        if side == "a" and conn.a_open:
-            conn.a_open = False
-            conn.a2p.append(EOF)
-            conn.p2a.clear()
-        elif side == "p" and conn.p_open:
-            conn.p_open = False
-            conn.p2a.append(EOF)
-            conn.a2p.clear()
-        if not conn.a_open and not conn.p_open:
-            self._drop_connection()
+    # --- steps: the store ----------------------------------------------------------------
 
-    def _drop_connection(self) -> None:
-        if self.conn is not None:
-            self.conn.a_open = self.conn.p_open = False
-            self.conn.a2p.clear()
-            self.conn.p2a.clear()
-        self.conn = None
-        self._flush_passive()  # the passive's shell waits for the connection's appends
+    def step_elect(self, args: list[str]) -> None:
+        """elect a|p: answer the nodes' reads of their own rows, then the held Acquire
+        calls so that this node wins: its own first (asked again once, after
+        poll_interval_ms, if it did not know the epoch), then the other node's."""
+        slot = self._slot(args, "elect a|p")
+        world = self.world
+        # A node reads its own row before it asks for the lease (NodeCore._lost_history):
+        # those reads are answered first, then the winner asks at its next poll.
+        for held in [h for h in world.calls if isinstance(h.call.op, fx.ReadNodes)]:
+            if held in world.calls:
+                world.answer(held, True)
+        mine = self._held(slot.name, fx.Acquire)
+        if not mine:
+            self._tick([slot], slot.settings.lease.poll_interval_ms)
+            mine = self._held(slot.name, fx.Acquire)
+        if not mine:
+            raise StepError(f"{slot.name} has no Acquire in flight")
+        world.answer(mine[0], True)
+        core = slot.core_
+        if core.lease.phase is not lm.Phase.LEADER and not self._held(slot.name, fx.Acquire):
+            self._tick([slot], slot.settings.lease.poll_interval_ms)
+            again = self._held(slot.name, fx.Acquire)
+            if again:
+                world.answer(again[0], True)
+        for other in world.slots.values():
+            if other is not slot:
+                for held in self._held(other.name, fx.Acquire):
+                    world.answer(held, True)
 
-    # --- steps: storage, time, coordinator ---------------------------------------------------
+    def _held(self, name: str, kind: type) -> list[HeldCall]:
+        return [h for h in self.world.calls if h.slot == name and isinstance(h.call.op, kind)]
+
+    def step_store(self, args: list[str]) -> None:
+        """store ok|fail [a|p] [KIND] [N]: answer held store calls, oldest first."""
+        if not args or args[0] not in ("ok", "fail"):
+            raise StepError("store ok|fail [a|p] [KIND] [N]")
+        rest = args[1:]
+        name = rest.pop(0) if rest and rest[0] in SLOTS else None
+        kind = KINDS[rest.pop(0)] if rest and rest[0] in KINDS else None
+        count = int(rest.pop(0)) if rest else None
+        if rest:
+            raise StepError(f"unexpected {rest!r}")
+        chosen = [
+            h
+            for h in self.world.calls
+            if (name is None or h.slot == name) and (kind is None or isinstance(h.call.op, kind))
+        ][:count]
+        if not chosen:
+            self.world.emit("store: nothing held")
+        for held in chosen:
+            if held in self.world.calls:
+                self.world.answer(held, args[0] == "ok")
+
+    # --- steps: appends, the log, time ---------------------------------------------------
+
+    def step_append(self, args: list[str]) -> None:
+        """append [a|p] N: a publisher's request of N events, through ``submit``."""
+        slot = self.world.slot(args.pop(0)) if args and args[0] in SLOTS else self.world.slot("a")
+        if len(args) != 1:
+            raise StepError("append [a|p] N")
+        self._requests += 1
+        request, count = self._requests, int(args[0])
+        slot.requests[request] = count
+        core = slot.core_
+        slot.say(f"submit request {request}: {count} events")
+        slot.input(lambda now: core.submit(request, count, now))
 
     def step_durable(self, args: list[str]) -> None:
-        """durable p: the passive's pending appends are fsynced (group commit)."""
-        if args != ["p"]:
-            raise StepError("durable p")
-        log = self.passive_log
-        if log.durable_end == log.log_end:
-            self.emit("p: nothing pending")
+        """durable a|p [to=K] [fail]: the pending sync completes (or fails)."""
+        slot = self._slot(args, "durable a|p [to=K] [fail]")
+        if not slot.sync_pending:
+            slot.say("no sync pending")
             return
-        log.durable_end = log.log_end
-        self.emit(f"p: durable {log.durable_end}")
-        if self.conn is not None:
-            receiver = self.conn.receiver
-            was = receiver.wants_data()
-            self._passive_actions(
-                receiver.durable(log.durable_end, log.last_epoch, log.last_epoch_start)
-            )
-            self.passive_committed = max(self.passive_committed, receiver.committed)
-            if not was and receiver.wants_data():
-                self.emit("p: reading again")
-                self.conn.p_paused = False
+        slot.sync_pending = False
+        core, log = slot.core_, slot.log
+        error: LogFailedError | None = None
+        if "fail" in args[1:]:
+            error = LogFailedError("fdatasync failed: [Errno 5] Input/output error (injected)")
+            slot.say(f"sync failed: {error}")
+        else:
+            log.sync_to(int(_kv([a for a in args[1:] if "=" in a]).get("to", log.log_end)))
+            slot.say(f"durable {log.durable_end}")
+        slot.input(lambda now: core.synced(error, now))
 
-    def _flush_passive(self) -> None:
-        # What the passive's shell does before a new connection takes over (and what its
-        # group commit does anyway): the appends of a closed connection become durable.
-        self.passive_log.durable_end = self.passive_log.log_end
+    def step_disk_fault(self, args: list[str]) -> None:
+        """disk-fault a|p append: the node's next append (events or frames) fails."""
+        slot = self._slot(args, "disk-fault a|p append")
+        if args[1:] != ["append"]:
+            raise StepError("disk-fault a|p append")
+        slot.fail_next_append = True
+        slot.say("the next append will fail")
 
-    def step_local_durable(self, args: list[str]) -> None:
-        """local-durable a: the active's log is fsynced to its end."""
-        if args != ["a"]:
-            raise StepError("local-durable a")
-        log = self.active_log
-        log.durable_end = log.log_end
-        self.emit(f"a: durable {log.durable_end}")
-        if self.shipper is not None:
-            self._active_actions(self.shipper.local_durable_to(log.durable_end))
+    def step_retention(self, args: list[str]) -> None:
+        """retention a|p K: delete whole segments below K; the core hears it moved."""
+        slot = self._slot(args, "retention a|p K")
+        log = slot.log
+        before = log.log_start
+        after = log.delete_before(int(args[1]))
+        slot.say(f"log starts at {after}")
+        if after != before and slot.up:
+            slot.input(slot.core_.log_start_moved)
 
     def step_tick(self, args: list[str]) -> None:
-        """tick a MS: the active's clock moves on by MS milliseconds."""
-        if len(args) != 2 or args[0] != "a":
-            raise StepError("tick a MS")
-        self.now_ms += int(args[1])
-        self.emit(f"a: now {self.now_ms} ms")
-        if self.shipper is not None:
-            self._active_actions(self.shipper.tick(self.now_ms))
+        """tick [a|p] MS: the clock moves on by MS; that node (or both, a first) ticks."""
+        world = self.world
+        slots = (
+            [world.slot(args.pop(0))] if args and args[0] in SLOTS else list(world.slots.values())
+        )
+        if len(args) != 1:
+            raise StepError("tick [a|p] MS")
+        self._tick([s for s in slots if s.up], int(args[0]))
 
-    def step_record(self, args: list[str]) -> None:
-        """record ok|fail: the coordinator answers the oldest pending RecordInSync."""
-        if args not in (["ok"], ["fail"]):
-            raise StepError("record ok|fail")
-        if not self.pending_records:
-            self.emit("coordinator: nothing pending")
+    def _tick(self, slots: list[Slot], ms: int) -> None:
+        world = self.world
+        world.now_ms += ms
+        for slot in slots:
+            slot.say(f"tick at {world.now_ms} ms")
+            slot.input(slot.core_.tick)
+
+    # --- steps: connections --------------------------------------------------------------
+
+    def step_connect(self, args: list[str]) -> None:
+        """connect [refuse]: the oldest held Connect completes; connect x->a|x->p: the
+        raw peer connects."""
+        world = self.world
+        if args and "->" in args[0]:
+            src, dst = _direction(args[0])
+            if src != STRANGER or dst not in SLOTS:
+                raise StepError("connect x->a|x->p")
+            server = world.slot(dst)
+            if not server.up or not server.serving:
+                world.emit(f"connection to {dst} refused")
+                return
+            world.open_connection(STRANGER, server, None)
             return
-        request = self.pending_records.popleft()
-        ok = args[0] == "ok"
-        if ok:
-            self.in_sync_record = request.in_sync
-            self.emit(f"coordinator: {request.standby} in_sync={str(request.in_sync).lower()}")
-        else:
-            self.emit("coordinator: refused (the lease is gone)")
-        assert self.shipper is not None
-        self._active_actions(self.shipper.in_sync_recorded(request.in_sync, ok))
+        if not world.connects:
+            raise StepError("no connect in flight")
+        world.complete_connect(world.connects[0], refuse=args == ["refuse"])
 
-    # --- steps: faults and inspection ---------------------------------------------------------
+    def step_disconnect(self, args: list[str]) -> None:
+        """disconnect [N]: the network drops connection N (default: the newest live one)."""
+        world = self.world
+        live = [c for c in world.conns if any(c.open.values())]
+        if args:
+            live = [c for c in world.conns if c.number == int(args[0])]
+        if not live:
+            raise StepError("no connection to drop")
+        world.disconnect(live[-1])
+
+    def step_deliver(self, args: list[str]) -> None:
+        """deliver SRC->DST [N]: deliver what is on the wire (or N writes)."""
+        if not args:
+            raise StepError("deliver SRC->DST [N]")
+        src, dst = _direction(args[0])
+        self.world.deliver(src, dst, int(args[1]) if len(args) > 1 else None)
+
+    # --- steps: faults -------------------------------------------------------------------
 
     def step_inject(self, args: list[str]) -> None:
-        """inject a->p|p->a garbage|flip|duplicate|drop|bad-proof|reflect|append k=v..."""
-        if len(args) < 2 or args[0] not in ("a->p", "p->a"):
-            raise StepError("inject a->p|p->a WHAT")
-        conn = self._conn()
-        wire = conn.a2p if args[0] == "a->p" else conn.p2a
-        what = args[1]
+        """inject SRC->DST WHAT: damage or forge what travels on a connection."""
+        if len(args) < 2:
+            raise StepError("inject SRC->DST WHAT")
+        src, dst = _direction(args[0])
+        conns = [c for c in self.world.conns if {src, dst} == {c.client, c.server} and c.open[src]]
+        if not conns:
+            raise StepError(f"no open connection {src}->{dst}")
+        conn, what = conns[-1], args[1]
+        wire = conn.wires[src]
+        key, _, value = what.partition("=")
         if what == "garbage":
-            wire.append(b"\x07garbage, not a message")
-        elif what == "flip":
-            data = bytearray(self._first(wire))
-            data[-1] ^= 0x01
-            wire[0] = bytes(data)
-        elif what == "duplicate":
-            wire.insert(1, self._first(wire))
-        elif what == "drop":
-            self._first(wire)
-            wire.popleft()
+            wire.append(Item(b"\x07garbage, not a message", "garbage (23 bytes)"))
+        elif what in ("flip", "duplicate", "drop"):
+            first = self._first(wire)
+            if what == "flip":
+                assert first.data is not None
+                data = first.data[:-1] + bytes([first.data[-1] ^ 1])
+                wire[0] = Item(data, f"{first.label} (bit flipped)")
+            elif what == "duplicate":
+                wire.insert(1, first)
+            else:
+                wire.popleft()
         elif what in ("bad-proof", "reflect"):
-            self._tamper_proof(conn, wire, what)
-        elif what == "append" and args[0] == "a->p":
-            wire.append(encode(self._crafted_append(_kv(args[2:]))))
+            self._tamper_proof(conn, src, what)
+        elif key == "big":
+            filler = int(value) - len(encode(Error("junk", "")))
+            wire.append(Item(encode(Error("junk", "y" * filler)), f"a message of {value} bytes"))
+        elif key == "trickle":
+            data = encode(Heartbeat(0))
+            for k in range(int(value)):
+                wire.append(Item(data[k : k + 1], f"byte {k + 1} of a {len(data)}-byte message"))
+        elif what == "append":
+            wire.append(self._forged_append(_kv(args[2:])))
         else:
             raise StepError(f"unknown injection {what!r}")
-        self.emit(f"{args[0]} injected {what}")
+        self.world.emit(f"{src}->{dst} injected {what}")
 
-    def _first(self, wire: deque[bytes | None]) -> bytes:
-        if not wire or wire[0] is EOF:
+    def _first(self, wire: deque[Item]) -> Item:
+        if not wire or wire[0].data is None:
             raise StepError("nothing queued to tamper with")
-        item = wire[0]
-        assert item is not None
-        return item
+        return wire[0]
 
-    def _tamper_proof(self, conn: Connection, wire: deque[bytes | None], what: str) -> None:
+    def _tamper_proof(self, conn: Connection, src: str, what: str) -> None:
         """Rewrite the queued HelloOk's proof: flipped, or the active's own Hello proof."""
+        wire = conn.wires[src]
         for i, item in enumerate(wire):
-            if item is EOF:
+            if item.data is None:
                 break
-            (message,) = MessageReader().feed(item)
+            (message,) = MessageReader(1 << 31).feed(item.data)
             if isinstance(message, HelloOk):
-                if what == "bad-proof":
-                    proof = bytes([message.proof[0] ^ 1]) + message.proof[1:]
-                else:
-                    proof = self._last_hello_proof
-                wire[i] = encode(replace(message, proof=proof))
+                proof = (
+                    bytes([message.proof[0] ^ 1]) + message.proof[1:]
+                    if what == "bad-proof"
+                    else conn.hello_proof
+                )
+                wire[i] = Item(encode(replace(message, proof=proof)), item.label)
                 return
         raise StepError("no HelloOk queued")
 
-    def _crafted_append(self, values: dict[str, str]) -> Append:
+    def _forged_append(self, values: dict[str, str]) -> Item:
         """An Append the active never sent: real frames, chosen header fields."""
-        assert self.shipper is not None
-        base = int(values.get("base", self.passive_log.log_end))
-        count = int(values.get("count", 1))
-        epoch = int(values.get("epoch", self.epoch))
-        scratch = MemLog(log_start=base)
-        scratch.append_events(count, epoch, "forged")
-        frames = scratch.frames[0].data
+        base = int(values.get("base", "0"))
+        count = int(values.get("count", "1"))
+        epoch = int(values.get("epoch", "1"))
+        events = [Event("forged", {"i": base + k}) for k in range(count)]
+        frames = build_frame(
+            encode_batch(events, **FORGED_CODEC), base_offset=base, epoch=epoch, ingest_time_ms=0
+        )
         if values.get("frames") == "corrupt":
             frames = frames[:-1] + bytes([frames[-1] ^ 1])
-        return Append(epoch, base, count, int(values.get("commit", 0)), frames)
+        message = Append(epoch, base, count, int(values.get("commit", "0")), frames)
+        return Item(encode(message), fmt.message(message))
 
-    def step_status(self, args: list[str]) -> None:
-        """status: both sides' state, one line each."""
-        s = self.shipper
-        if s is not None:
-            self.emit(
-                f"a: conn={s.conn.value} standby={s.standby_state.value} log_end={s.log_end}"
-                f" durable={s.local_durable} acked={s.acked} committed={s.committed}"
-                f" unprotected={s.unprotected_offsets}"
-            )
-        self.emit(
-            f"p: log_end={self.passive_log.log_end} durable={self.passive_log.durable_end}"
-            f" last_epoch={self.passive_log.last_epoch} committed={self.passive_committed}"
-            + (f" wants_data={self.conn.receiver.wants_data()}".lower() if self.conn else "")
-        )
-        self.emit(f"coordinator: {PASSIVE} in_sync={str(self.in_sync_record).lower()}")
+    # --- steps: inspection ---------------------------------------------------------------
 
     def step_log(self, args: list[str]) -> None:
         """log a|p: the frames of that node's log."""
-        if args not in (["a"], ["p"]):
-            raise StepError("log a|p")
-        log = self.active_log if args[0] == "a" else self.passive_log
-        self.emit(f"{args[0]}: log {log.describe()}")
+        slot = self._slot(args, "log a|p")
+        slot.say(f"log {fmt.log_frames(slot.log)}")
+
+    def step_status(self, args: list[str]) -> None:
+        """status: each node's role, lease, log, commit, persisted state, shipper or
+        receiving side; the store's lease and in-sync records."""
+        for line in status_lines(self.world):
+            self.world.emit(line)
 
     _STEPS: ClassVar[dict[str, Callable[[Harness, list[str]], None]]] = {
         "init": step_init,
         "set": step_set,
-        "secret-mismatch": step_secret_mismatch,
-        "active-append": step_active_append,
-        "active-retention": step_active_retention,
-        "passive-preload": step_passive_preload,
+        "preload": step_preload,
         "start": step_start,
+        "stop": step_stop,
+        "crash": step_crash,
+        "disk-copy": step_disk_copy,
+        "restart": step_restart,
+        "force": step_force,
+        "release": step_release,
+        "elect": step_elect,
+        "store": step_store,
+        "append": step_append,
+        "durable": step_durable,
+        "disk-fault": step_disk_fault,
+        "retention": step_retention,
+        "tick": step_tick,
         "connect": step_connect,
         "disconnect": step_disconnect,
         "deliver": step_deliver,
-        "durable": step_durable,
-        "local-durable": step_local_durable,
-        "tick": step_tick,
-        "record": step_record,
         "inject": step_inject,
-        "status": step_status,
         "log": step_log,
+        "status": step_status,
     }
-
-    # --- carrying out actions -----------------------------------------------------------------
-
-    _last_hello_proof = b""
-    _sent_appends: list[tuple[int, int]]  # (end, bytes) of this connection's Appends
-
-    def _send(self, side: str, message: Message) -> None:
-        conn = self.conn
-        who = f"{side}: send {fmt_message(message)}"
-        open_ = conn is not None and (conn.a_open if side == "a" else conn.p_open)
-        if conn is None or not open_:
-            self.emit(who + " (connection closed: not sent)")
-            return
-        self.emit(who)
-        if isinstance(message, Hello):
-            self._last_hello_proof = message.proof
-        if isinstance(message, Append) and side == "a":
-            self._sent_appends.append((message.base_offset + message.count, len(message.frames)))
-        (conn.a2p if side == "a" else conn.p2a).append(encode(message))
-
-    def _active_actions(self, actions: list[ShipperAction]) -> None:
-        for action in actions:
-            if isinstance(action, Send):
-                self._send("a", action.message)
-            elif isinstance(action, ReadFrames):
-                self._serve_read(action)
-            elif isinstance(action, RecordInSync):
-                self.emit(
-                    f"a: record-in-sync {action.standby} in_sync={str(action.in_sync).lower()}"
-                )
-                self.pending_records.append(action)
-            elif isinstance(action, Committed):
-                self.emit(f"a: committed {action.offset}")
-                self._check_commit(action.offset)
-            elif isinstance(action, Count):
-                self.emit(f"a: count {action.metric}")
-            elif isinstance(action, Close):
-                self.emit(f"a: close ({'by peer' if action.by_peer else 'by us'}): {action.reason}")
-                if self.conn is not None:
-                    self._close(self.conn, "a")
-            else:
-                raise AssertionError(f"unknown shipper action {action!r}")
-
-    def _serve_read(self, action: ReadFrames) -> None:
-        assert self.shipper is not None
-        base, end, data = self.active_log.read(action.from_offset, action.max_bytes)
-        self.emit(
-            f"a: read-frames from={action.from_offset} max={action.max_bytes}"
-            f" -> {base}..{end} ({len(data)} bytes)"
-        )
-        self._active_actions(self.shipper.frames_read(base, end, data, self.now_ms))
-
-    def _passive_actions(self, actions: list[ReceiverAction]) -> None:
-        assert self.conn is not None
-        receiver = self.conn.receiver
-        log = self.passive_log
-        for action in actions:
-            if isinstance(action, Send):
-                self._send("p", action.message)
-            elif isinstance(action, AppendFrames):
-                self.emit(f"p: append-frames {action.base_offset}..{action.end_offset}")
-                try:
-                    log.append_frames(action.frames)
-                except ValueError as e:
-                    self.emit(f"p: log refused the frames: {e}")
-                    self._passive_actions(receiver.append_failed(str(e)))
-                self.passive_highest_epoch = max(self.passive_highest_epoch, receiver.highest_epoch)
-            elif isinstance(action, TruncateLog):
-                self.emit(f"p: truncate-log {action.to_offset}")
-                log.truncate(action.to_offset)
-                self._passive_actions(
-                    receiver.truncated(log.log_end, log.last_epoch, log.last_epoch_start)
-                )
-            elif isinstance(action, Authenticated):
-                self.emit(f"p: authenticated {action.peer} epoch={action.epoch}")
-                self._flush_passive()
-                committed = min(self.passive_committed, log.durable_end)
-                self.emit(
-                    f"p: accept log_end={log.durable_end} last_epoch={log.last_epoch}"
-                    f" committed={committed} highest_epoch={self.passive_highest_epoch}"
-                )
-                accepted = receiver.accept(
-                    log_end=log.durable_end,
-                    last_epoch=log.last_epoch,
-                    last_epoch_start=log.last_epoch_start,
-                    committed=committed,
-                    highest_epoch=self.passive_highest_epoch,
-                )
-                self.passive_highest_epoch = max(self.passive_highest_epoch, receiver.highest_epoch)
-                self._passive_actions(accepted)
-            elif isinstance(action, Count):
-                self.emit(f"p: count {action.metric}")
-            elif isinstance(action, Close):
-                self.emit(f"p: close ({'by peer' if action.by_peer else 'by us'}): {action.reason}")
-                if self.conn is not None:
-                    self._close(self.conn, "p")
-            else:
-                raise AssertionError(f"unknown receiver action {action!r}")
-
-    # --- invariants ------------------------------------------------------------------------------
-
-    def _check_commit(self, offset: int) -> None:
-        if offset <= self.last_committed:
-            raise InvariantViolation(f"committed {offset} after {self.last_committed}")
-        if offset > self.active_log.durable_end:
-            raise InvariantViolation(
-                f"committed {offset} beyond the active's durable end {self.active_log.durable_end}"
-            )
-        self.last_committed = offset
-        if self.shipper_config.ack_all and self.in_sync_record:
-            self._check_prefix(offset, self.passive_log.durable_end, "committed while in sync")
-
-    def _check_prefix(self, offset: int, passive_durable: int, what: str) -> None:
-        if passive_durable < offset:
-            raise InvariantViolation(f"{what}: {offset} > passive durable {passive_durable}")
-        lo = self.active_log.log_start
-        if self.active_log.events(lo, offset) != self.passive_log.events(lo, offset):
-            raise InvariantViolation(f"{what}: logs differ below {offset}")
-
-    def _check_invariants(self) -> None:
-        s = self.shipper
-        if s is not None and self.conn is not None and self.conn.a_open:
-            waiting = [size for end, size in self._sent_appends if end > s.acked]
-            c = s.config
-            if len(waiting) > c.window_batches or (
-                len(waiting) > 1 and sum(waiting) > c.window_bytes
-            ):
-                raise InvariantViolation(f"{len(waiting)} Appends, {sum(waiting)} bytes unacked")
-        if self.conn is not None:
-            self.passive_committed = max(self.passive_committed, self.conn.receiver.committed)
-        if self.passive_committed and self.check_passive_prefix:
-            self._check_prefix(
-                self.passive_committed, self.passive_log.durable_end, "passive committed prefix"
-            )

@@ -1,50 +1,38 @@
-"""One simulated node: the lease shell, the client workload, fsync and network routing.
+"""One simulated node: the production ``NodeCore`` with simulated IO around it.
 
-Everything a node does happens in a scheduler event; everything it schedules carries
-its incarnation, so a crash silently voids what the dead process had pending, and a
-stalled process (``paused_until_ms``) runs it late. What survives a crash is only the
-``SimLog`` (and the simulator's ghost record of the highest offset the node ever knew
-committed, used by the invariants).
+The node's decisions are all ``walrep.node.core.NodeCore``'s, exactly as in production;
+this module only carries out its effects in the simulated world (``world.py``, ``disk.py``)
+and feeds the results back, as ``walrep.node.runtime`` does with real sockets, files and
+databases: one FIFO queue of effects, results as new inputs, never a decision of its own.
 
-The real ``LeaseMachine`` is fed as ``Coordinator`` feeds it: ticks at its next
-wake-up on the node's own clock (skewed and drifting), and the results of store calls
-that may fail or time out. ``Promoted``: stop receiving (close every receiver
-connection), then start an ``ActiveShell`` (a ``Shipper`` under that epoch) and the
-client workload. ``Fence``: stop appending and acknowledging at once and drop the
-shipper. A client batch is acknowledged only when ``Committed`` covers it and the node
-still holds its lease (``Coordinator.holds_lease``).
+Everything a node does happens in a scheduler event; everything it schedules carries its
+incarnation, so a crash silently voids what the dead process had pending, and a stalled
+process (``paused_until_ms``) runs it late. What survives a crash is the ``SimDisk``
+(the durable part of the log, and maybe more) and the simulator's ghost record of the
+highest offset the node ever knew committed, used by the invariants.
+
+The client workload runs on whichever node is ACTIVE: a batch of events every 5-60 ms,
+through ``NodeCore.submit`` like a publisher's append; an event counts as acknowledged
+only when the core emits ``Acked`` for it.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tests.sim.active import ActiveShell
-from tests.sim.disk import SimLog
-from tests.sim.passive import PassiveShell
-from tests.sim.settings import (
-    CALL_TIMEOUT_MS,
-    CLIENT_BATCHES_MAX,
-    GROUP,
-    LEASE,
-    SHELL_TICK_MS,
-    WALL_CLOCK_BASE_MS,
-)
+from tests.sim.disk import SimDisk
+from tests.sim.settings import CLIENT_BATCHES_MAX, GROUP, WALL_CLOCK_BASE_MS, node_settings
 from tests.sim.world import run_now
+from walrep.errors import WalrepError
 from walrep.log.frame import Event
-from walrep.replica.lease import (
-    Action,
-    Fence,
-    LeaseMachine,
-    Phase,
-    Promoted,
-    Release,
-    Renew,
-    TryAcquire,
-)
+from walrep.log.types import AppendResult
+from walrep.node import effects as fx
+from walrep.node.core import NodeCore
+from walrep.node.queue import EffectQueue
+from walrep.node.role import Role
+from walrep.node.stores import run_store_op
 
 if TYPE_CHECKING:
     from tests.sim.cluster import Simulation
@@ -54,9 +42,8 @@ _FAR = 2**61
 
 @dataclass(frozen=True, slots=True)
 class ClientBatch:
-    base: int
-    end: int
     events: list[Event]
+    epoch_seen: int  # the epoch the node was active under when it submitted
 
 
 class Node:
@@ -69,8 +56,12 @@ class Node:
         self.peer = peer
         self.skew_ms = skew_ms
         self.drift_ppm = drift_ppm
-        self.log = SimLog()
+        self.settings = node_settings(name, sim.settings)
+        self.disk = SimDisk(self.settings.log)
         self.known_committed = 0  # ghost: highest offset this node ever knew committed
+        self.diverged = False  # ghost: lost a forced takeover; prefixes differ until rebuilt
+        self.lost_data = False  # ghost: a disk fault took durable events; until caught up
+        self.durable_at_crash = 0
         self.incarnation = 0
         self.up = False
         self.fsync_slow_until_ms = 0
@@ -82,37 +73,53 @@ class Node:
     def boot(self) -> None:
         self.incarnation += 1
         self.up = True
-        self.machine = LeaseMachine(self.name, LEASE)
-        self.lease_wake_ms = _FAR
-        self.active: ActiveShell | None = None  # while leader
-        self.passive = PassiveShell(self)
-        self.requests: deque[ClientBatch] = deque()
-        self.after(0, "tick", self._shell_tick)
-        self._arm_lease()
+        self.log = self.disk.log
+        self.core = NodeCore(
+            self.settings,
+            self.log,
+            now_ms=self.local_ms(),
+            nonce=lambda: self.rng.randbytes(16),
+        )
+        self.effects = EffectQueue(self._carry_out, lambda: self.up)
+        self.to_net: dict[int, int] = {}  # core connection id -> network connection id
+        self.from_net: dict[int, int] = {}
+        self.requests: dict[int, ClientBatch] = {}
+        self.next_request = 0
+        self.syncing = False
+        self.answers_at_ms = 0  # when the last append's answer is delivered
+        self.wake_ms = _FAR
+        self.feed(self.core.start(self.local_ms()))
 
     def crash(self) -> None:
-        for cid in self.open_cids():
+        for cid in list(self.from_net):
             self.net.cut(cid, (self.peer,) if self.rng.random() < 0.7 else ())
         self.incarnation += 1  # everything the process had scheduled dies with it
         self.up = False
+        self.durable_at_crash = self.log.durable_end  # a crash keeps what is durable
         self.paused_until_ms = 0
-        self.active = None
-        lost, torn = self.log.crash(self.rng)
+        lost, torn = self.disk.crash(self.rng)
         self.sim.note(f"{self.name} crashed: {lost} unsynced frames lost, torn tail {torn} B")
 
     def restart(self) -> None:
-        self.log.recover()
+        self.disk.recover()
+        log = self.disk.log
+        self.known_committed = min(self.known_committed, log.durable_end)
+        if self.disk.damaged and log.durable_end < self.durable_at_crash:
+            self.lost_data = True  # until it has caught up (invariants 7 and 9)
+        if self.disk.damaged:  # the node legitimately forgot: it knows what its disk says
+            self.known_committed = min(self.known_committed, log.replica_state.committed_floor)
+            self.disk.damaged = False
+            if log.log_end == 0:
+                self.diverged = False  # what it held is gone: nothing left to disagree about
         self.sim.note(
-            f"{self.name} restarted: log end {self.log.log_end}, epoch {self.log.last_epoch}"
+            f"{self.name} restarted: log [{log.log_start}, {log.log_end}), epoch "
+            f"{log.last_epoch}, floor {log.replica_state.committed_floor}"
         )
         self.boot()
 
     @property
-    def leader(self) -> bool:
-        return self.active is not None
-
-    def open_cids(self) -> list[int]:
-        return (self.active.cids() if self.active else []) + list(self.passive.conns)
+    def role(self) -> Role:
+        return self.core.role
 
     # --- time -----------------------------------------------------------------------------
 
@@ -127,9 +134,7 @@ class Node:
         return -(-elapsed * 1_000_000 // (1_000_000 + self.drift_ppm))
 
     def holds_lease(self) -> bool:
-        """``Coordinator.holds_lease``: leader and before the own-clock deadline."""
-        m = self.machine
-        return self.up and m.phase is Phase.LEADER and self.local_ms() < m.valid_until_ms
+        return self.up and self.core.holds_lease_at(self.local_ms())
 
     def after(self, delay_ms: int, kind: str, fn: Callable[..., None], *args: Any) -> None:
         """Schedule ``fn`` in this incarnation of the node."""
@@ -150,159 +155,209 @@ class Node:
         incarnation = self.incarnation
         return lambda result: self._run(incarnation, fn, (result,))
 
-    def _shell_tick(self) -> None:
-        if self.active is not None:
-            self.active.tick()
-            self.ack_clients()
-        self.passive.tick()
-        self.after(SHELL_TICK_MS, "tick", self._shell_tick)
-
-    # --- lease (Coordinator) ------------------------------------------------------------------
-
-    def _arm_lease(self) -> None:
-        """Wake the machine when it has something to do (``Coordinator.run``: at least
-        1 ms ahead, at most 1 s; not while stopped by a release)."""
-        if self.machine.phase is Phase.STOPPED:
-            return
-        due_local = min(self.machine.next_wakeup_ms(), self.local_ms() + 1000)
-        due = max(self.sched.now_ms + 1, self.sim_ms(due_local))
-        if due < self.lease_wake_ms:
-            self.lease_wake_ms = due
-            self.after(due - self.sched.now_ms, "lease_tick", self._lease_tick)
-
-    def _lease_tick(self) -> None:
-        if self.sched.now_ms < self.lease_wake_ms:
+    def _tick(self) -> None:
+        if self.sched.now_ms < self.wake_ms:
             return  # superseded by an earlier wake-up
-        self.lease_wake_ms = _FAR
-        self.lease(self.machine.tick(self.local_ms()))
+        self.wake_ms = _FAR
+        self.feed(self.core.tick(self.local_ms()))
 
-    def lease(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, (TryAcquire, Renew, Release)):
-                self._store_call(action)
-            elif isinstance(action, Promoted):
-                self._promote(action.epoch)
-            elif isinstance(action, Fence):
-                self._fence(action)
-        self._arm_lease()
+    def _arm(self) -> None:
+        """Wake the core when it has something to do (at least 1 ms ahead)."""
+        due = max(self.sched.now_ms + 1, self.sim_ms(self.core.next_wakeup_ms()))
+        if due < self.wake_ms:
+            self.wake_ms = due
+            self.after(due - self.sched.now_ms, "tick", self._tick)
 
-    def _store_call(self, action: TryAcquire | Renew | Release) -> None:
-        sent, store, name, ttl = self.local_ms(), self.sim.store, self.name, LEASE.lease_ttl_ms
+    # --- the effect queue (walrep.node.runtime.Node._feed, in the simulated world) ------------
 
-        def execute() -> Any:
-            if isinstance(action, TryAcquire):
-                expected, force = action.expected_epoch, action.force
-                return run_now(store.try_acquire(GROUP, name, expected, ttl, force=force))
-            if isinstance(action, Renew):
-                return run_now(store.renew(GROUP, name, action.epoch, ttl))
-            return run_now(store.release(GROUP, name, action.epoch))
+    def feed(self, effects: list[fx.Effect]) -> None:
+        if not self.effects.feed(effects):
+            return  # inside a drain: the outer call finishes the queue
+        if self.up:
+            self._arm()
+            self.net.resume(self.name)
+            if self.core.term is not None:
+                epoch, committed = self.core.term.epoch, self.core.committed
+                seen = self.sim.committed_in_epoch
+                seen[epoch] = max(seen.get(epoch, 0), committed)
 
-        def done(result: Any) -> None:
-            if isinstance(action, TryAcquire):
-                won, seen = result if result is not None else (False, None)
-                self.lease(self.machine.acquire_done(sent, self.local_ms(), won, seen))
-            elif isinstance(action, Renew):
-                self.lease(self.machine.renew_done(sent, self.local_ms(), result))
+    def _input(self, call: Callable[[int], list[fx.Effect]]) -> None:
+        self.feed(call(self.local_ms()))
 
-        self.sim.store_link.call(name, execute, self.guard(done), CALL_TIMEOUT_MS)
-
-    def switchover(self, resume_after_ms: int) -> None:
-        """Graceful hand-over: release the lease, follow again a little later."""
-        self.lease(self.machine.release())
-        self.after(resume_after_ms, "resume", self._resume)
-
-    def _resume(self) -> None:
-        self.machine.resume()
-        self._arm_lease()
-
-    def _promote(self, epoch: int) -> None:
-        self.sim.on_promoted(self, epoch)
-        self.passive.close_all("promoted")  # stop receiving first
-        self.active = ActiveShell(self, epoch)
-        self.request_sync()
-        self.active.connect()
-        self.after(self.rng.randint(0, 30), "append", self._workload, self.active)
-
-    def _fence(self, action: Fence) -> None:
-        self.sim.note(f"{self.name} fenced under epoch {action.epoch}: {action.reason}")
-        if self.active is None:
-            return
-        active, self.active = self.active, None
-        active.stop()
-        self.sim.count("client_batches_failed", len(self.requests))
-        self.requests.clear()
-
-    # --- the client workload (leader) --------------------------------------------------------
-
-    def _workload(self, active: ActiveShell) -> None:
-        if active is not self.active:
-            return  # that term ended
-        if self.sim.workload_on and self.holds_lease() and len(self.requests) < CLIENT_BATCHES_MAX:
-            epoch = active.shipper.epoch
-            events = self.sim.new_batch(self.name, epoch)
-            base = self.log.log_end
-            self.sim.on_write(self, epoch)
-            end = self.log.append_events(events, epoch, WALL_CLOCK_BASE_MS + self.local_ms())
-            self.requests.append(ClientBatch(base, end, events))
-            active.ship(active.shipper.log_grew(end))
-            self.request_sync()
-        self.after(self.rng.randint(5, 60), "append", self._workload, active)
-
-    def ack_clients(self) -> None:
-        if self.active is None or not self.requests or not self.holds_lease():
-            return
-        committed = self.active.shipper.committed
-        while self.requests and self.requests[0].end <= committed:
-            batch = self.requests.popleft()
-            for i, event in enumerate(batch.events):
-                self.sim.acknowledge(self, batch.base + i, event)
-
-    # --- disk -----------------------------------------------------------------------------------
-
-    def request_sync(self) -> None:
-        if self.log.sync_start():
-            slow = self.sched.now_ms < self.fsync_slow_until_ms
-            self.after(
-                self.rng.randint(20, 400) if slow else self.rng.randint(1, 5), "fsync", self._synced
+    def _carry_out(self, effect: fx.Effect) -> None:
+        core, log, now = self.core, self.log, self.local_ms()
+        if isinstance(effect, fx.Send):
+            cid = self.to_net.get(effect.cid)
+            if cid is not None:
+                self.sim.trace_bytes(self.name, "sends", effect.data)
+                self.net.send(cid, self.name, effect.data)
+        elif isinstance(effect, fx.Close):
+            cid = self.to_net.pop(effect.cid, None)
+            if cid is not None:
+                self.from_net.pop(cid, None)
+                self.net.close(cid, self.name)
+        elif isinstance(effect, fx.Connect):
+            cid = self.net.connect(self.name, effect.host)
+            self.to_net[effect.cid], self.from_net[cid] = cid, effect.cid
+        elif isinstance(effect, fx.AppendEvents):
+            batch = self.requests[effect.request]
+            self.sim.on_write(self, effect.epoch)
+            outcome = self._attempt(
+                lambda: run_now(
+                    log.append(
+                        batch.events,
+                        epoch=effect.epoch,
+                        ingest_time_ms=WALL_CLOCK_BASE_MS + now,
+                    )
+                )
             )
+            request = effect.request
+            self._answer(lambda t: self.core.appended_events(request, outcome, t))
+        elif isinstance(effect, fx.AppendFrames):
+            outcome = self._attempt(lambda: run_now(log.append_frames(effect.frames)))
+            token = effect.token
+            self._answer(lambda t: self.core.appended_frames(token, outcome, t))
+        elif isinstance(effect, fx.ReadFrames):
+            self.effects.push(core.frames_read(effect.token, self.disk.read(effect), now))
+        elif isinstance(effect, fx.Sync):
+            self._sync()
+        elif isinstance(effect, fx.Truncate):
+            self.sim.on_truncate(self, effect.to_offset)
+            error: WalrepError | None = None
+            try:
+                self.disk.truncate_after(effect.to_offset)
+            except WalrepError as e:
+                error = e
+            self.effects.push(core.truncated(error, now))
+        elif isinstance(effect, fx.PersistState):
+            log.save_replica_state(effect.state)
+        elif isinstance(effect, fx.StoreCall):
+            self._store_call(effect)
+        elif isinstance(effect, fx.Acked):
+            batch = self.requests.pop(effect.request)
+            self.sim.on_acked(self, effect.result, batch.events)
+        elif isinstance(effect, fx.Failed):
+            self.requests.pop(effect.request, None)
+            self.sim.count(f"client_failed_{type(effect.error).__name__}")
+        elif isinstance(effect, fx.RoleChanged):
+            self.sim.on_role(self, effect)
+            if effect.new == Role.ACTIVE.value:
+                self.after(self.rng.randint(0, 30), "append", self._workload, effect.epoch)
+        elif isinstance(effect, fx.Fatal):
+            self.sim.on_fatal(self, effect.error)
+        elif isinstance(effect, fx.StepDone | fx.Notice):
+            self.sim.trace(f"{self.name}: {effect}")
+
+    def _answer(self, report: Callable[[int], list[fx.Effect]]) -> None:
+        """The log's answer to an append comes back later, in order (the writer thread
+        resolves it after the write): its durable progress, announced by a sync, and the
+        standby's ack may come first."""
+        delay = self.rng.choice([0, 0, 1, 2, 5]) if self.rng.random() < 0.8 else 30
+        self.answers_at_ms = max(self.answers_at_ms, self.sched.now_ms + delay)
+        self.after(self.answers_at_ms - self.sched.now_ms, "appended", self._input, report)
+
+    def _attempt(self, call: Callable[[], AppendResult]) -> AppendResult | WalrepError:
+        try:
+            return call()
+        except WalrepError as e:
+            return e
+
+    # --- effects that take time ----------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """An fsync: it covers what was written when it started, and takes 1-5 ms (slow:
+        20-400 ms). A failing disk (``disk.fail_next_sync``) reports an error instead."""
+        assert not self.syncing, "the core asks for one sync at a time"
+        self.syncing = True
+        self.disk.sync_begin()
+        slow = self.sched.now_ms < self.fsync_slow_until_ms
+        delay = self.rng.randint(20, 400) if slow else self.rng.randint(1, 5)
+        self.after(delay, "fsync", self._synced)
 
     def _synced(self) -> None:
-        self.log.sync_done()
-        if self.active is not None:
-            self.active.ship(self.active.shipper.local_durable_to(self.log.durable_end))
-            self.ack_clients()
-        self.passive.synced()
-        if self.log.durable_frames < len(self.log.frames):
-            self.request_sync()
+        self.syncing = False
+        error = self.disk.sync_end()
+        self._input(lambda now: self.core.synced(error, now))
 
-    # --- network callbacks ----------------------------------------------------------------------
+    def _store_call(self, effect: fx.StoreCall) -> None:
+        store, name = self.sim.store, self.name
 
-    def on_accept(self, cid: int) -> bool:
-        if not self.up or self.active is not None:
-            return False  # a leader does not receive; a dead node does not answer
-        self.passive.open_connection(cid)
+        def execute() -> object:
+            return run_now(run_store_op(store, GROUP, name, effect.op))
+
+        def done(result: object) -> None:
+            self._input(lambda now: self.core.store_done(effect.call, result, now))
+
+        self.sim.store_link.call(name, execute, self.guard(done), effect.timeout_ms)
+
+    # --- the client workload (active) ------------------------------------------------------------
+
+    def _workload(self, epoch: int) -> None:
+        if self.role is not Role.ACTIVE or self.core.epoch != epoch:
+            return  # that term ended
+        if self.sim.workload_on and len(self.requests) < CLIENT_BATCHES_MAX:
+            self.next_request += 1
+            events = self.sim.new_batch(self.name, epoch)
+            self.requests[self.next_request] = ClientBatch(events, epoch)
+            self._input(lambda now: self.core.submit(self.next_request, len(events), now))
+        self.after(self.rng.randint(5, 60), "append", self._workload, epoch)
+
+    # --- operator actions --------------------------------------------------------------------
+
+    def release(self, resume_after_ms: int) -> None:
+        self._input(lambda now: self.core.release(now, resume_after_ms))
+
+    def force_takeover(self) -> None:
+        self._input(self.core.force_takeover)
+
+    def retention(self) -> int | None:
+        """Delete the log below what both nodes hold (the standby's acks on this
+        connection and the committed offset), as retention without snapshots may."""
+        term = self.core.term
+        if term is None or term.link is None:
+            return None
+        keep = min(self.core.committed, term.shipper.acked)
+        before = self.log.log_start
+        if self.log.delete_before(keep) == before:
+            return None
+        self._input(self.core.log_start_moved)
+        return self.log.log_start
+
+    # --- network callbacks --------------------------------------------------------------------
+
+    def on_accept(self, net_cid: int) -> bool:
+        if not self.up:
+            return False  # nobody listens on a dead node's port
+        cid = self.core.new_id()
+        self.to_net[cid], self.from_net[net_cid] = net_cid, cid
+        self._input(lambda now: self.core.accepted(cid, now))
         return True
 
-    def on_connected(self, cid: int, ok: bool) -> None:
-        if self.up and self.active is not None:
-            self.active.on_connected(cid, ok)
-        elif ok:
-            self.net.close(cid, self.name)
-
-    def on_data(self, cid: int, data: bytes) -> None:
-        if not self.up:
+    def on_connected(self, net_cid: int, ok: bool) -> None:
+        cid = self.from_net.get(net_cid) if self.up else None
+        if cid is None:
+            if ok:
+                self.net.close(net_cid, self.name)  # the core gave up on it
             return
-        if self.active is not None and cid == self.active.cid:
-            self.active.on_data(data)
-        elif cid in self.passive.conns:
-            self.passive.on_data(self.passive.conns[cid], data)
-        else:
+        if not ok:
+            del self.from_net[net_cid], self.to_net[cid]
+        self._input(lambda now: self.core.connect_done(cid, ok, now))
+
+    def wants_data(self, net_cid: int) -> bool:
+        cid = self.from_net.get(net_cid)
+        return cid is None or self.core.wants_data(cid)
+
+    def on_data(self, net_cid: int, data: bytes) -> None:
+        cid = self.from_net.get(net_cid) if self.up else None
+        if cid is None:
             self.sim.count("stale_deliveries_ignored")
-
-    def on_closed(self, cid: int, reason: str) -> None:
-        if not self.up:
             return
-        if self.active is not None and cid == self.active.cid:
-            self.active.lost(reason)
-        elif cid in self.passive.conns:
-            self.passive.close(self.passive.conns[cid], reason)
+        self.sim.trace_bytes(self.name, "got", data)
+        self._input(lambda now: self.core.received(cid, data, now))
+
+    def on_closed(self, net_cid: int, reason: str) -> None:
+        cid = self.from_net.pop(net_cid, None) if self.up else None
+        if cid is None:
+            return
+        del self.to_net[cid]
+        self._input(lambda now: self.core.closed(cid, reason, now))

@@ -1,10 +1,18 @@
-"""Timings, limits and identities of the simulated cluster (fixed, or drawn per seed)."""
+"""Timings, limits and identities of the simulated cluster (fixed, or drawn per seed).
+
+The simulated nodes run with ``walrep.node.settings.NodeSettings`` like production; only
+the values differ: small segments (so retention deletes some), small windows and
+buffers (so flow control and backpressure are exercised), and the fsync policy
+``never``, because the simulator's disk makes data durable with its own, timed fsyncs.
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
+from walrep.log.config import FsyncPolicy, LogConfig
+from walrep.node.settings import AppendLimits, EdgeLimits, NodeSettings
 from walrep.replica.lease import LeaseTiming
 from walrep.replica.shipper import ShipperConfig
 
@@ -17,14 +25,18 @@ LEASE = LeaseTiming(
     poll_interval_ms=100,
     retry_backoff_max_ms=2000,
 )
-CALL_TIMEOUT_MS = LEASE.valid_for_ms  # as Coordinator: a call may not outlive the lease
+CALL_TIMEOUT_MS = LEASE.valid_for_ms  # as production's default: a call may not outlive the lease
 MAX_MESSAGE_BYTES = 1024 * 1024
-PASSIVE_IDLE_TIMEOUT_MS = 3000  # PassiveServer's idle_timeout_ms
-CLIENT_BATCHES_MAX = 16  # client requests in flight per leader
-SHELL_TICK_MS = 20  # as ActiveLink.TICK_S
-RECONNECT_MS = (50, 2000)  # first and largest reconnect backoff (ActiveLink)
-CONNECT_TIMEOUT_MS = 1000  # ActiveLink's connect_timeout_ms
+CLIENT_BATCHES_MAX = 16  # client requests in flight per active
 WALL_CLOCK_BASE_MS = 1_767_225_600_000  # ingest times: a wall clock (2026) plus the skew
+LOG = LogConfig(
+    segment_bytes_max=32 * 1024,
+    max_event_bytes=16 * 1024,
+    max_batch_bytes=16 * 1024,
+    index_interval_bytes=1024,
+    fsync_policy=FsyncPolicy.NEVER,
+    pending_bytes_max=64 * 1024,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +46,7 @@ class Settings:
     shipper: ShipperConfig
     receiver_buffer_bytes: int
     receiver_buffer_events: int
+    appends: AppendLimits
 
     @classmethod
     def draw(cls, rng: random.Random) -> Settings:
@@ -46,6 +59,32 @@ class Settings:
                 heartbeat_interval_ms=rng.choice([100, 250]),
                 degrade=rng.random() < 0.8,  # else "block": never commit without it
             ),
-            receiver_buffer_bytes=rng.choice([4, 16, 256]) * 1024,
+            receiver_buffer_bytes=rng.choice([24, 64, 256]) * 1024,
             receiver_buffer_events=rng.choice([50, 1000, 2**62]),
+            # Small admission bounds in some seeds: appends queue and are refused.
+            appends=rng.choice(
+                [AppendLimits(), AppendLimits(max_pending=4, max_queued=4), AppendLimits(2, 40, 2)]
+            ),
         )
+
+
+def node_settings(name: str, drawn: Settings) -> NodeSettings:
+    """The production settings type with this run's values; addresses are node names."""
+    return NodeSettings(
+        group=GROUP,
+        node_id=name,
+        secret=SECRET,
+        lease=LEASE,
+        call_timeout_ms=CALL_TIMEOUT_MS,
+        shipper=drawn.shipper,
+        max_message_bytes=MAX_MESSAGE_BYTES,
+        receiver_buffer_bytes_max=drawn.receiver_buffer_bytes,
+        receiver_buffer_events_max=drawn.receiver_buffer_events,
+        edges=EdgeLimits(max_connections=4, handshake_timeout_ms=2000, idle_timeout_ms=3000),
+        appends=drawn.appends,
+        connect_timeout_ms=1000,
+        reconnect_backoff_ms=(50, 2000),
+        advertised_host=name,
+        advertised_port=9893,
+        log=LOG,
+    )

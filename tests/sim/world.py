@@ -81,6 +81,7 @@ class Endpoint(Protocol):
 
     def on_accept(self, cid: int) -> bool: ...
     def on_connected(self, cid: int, ok: bool) -> None: ...
+    def wants_data(self, cid: int) -> bool: ...
     def on_data(self, cid: int, data: bytes) -> None: ...
     def on_closed(self, cid: int, reason: str) -> None: ...
 
@@ -96,6 +97,7 @@ class Stream:
     last_ms: int = 0
     scheduled: bool = False
     held: bytes | None = None  # reorder: this message goes after the next one
+    waiting: bool = False  # the reader does not want data: bytes wait here (TCP window)
 
 
 @dataclass(slots=True)
@@ -118,6 +120,7 @@ class Network:
         self._blocked_until: dict[frozenset[str], int] = {}
         self.stats: dict[str, int] = {}
         self.bytes_bound = 0  # set by the simulation: the largest a stream may queue
+        self._waiting: dict[str, set[tuple[int, str]]] = {}  # reader -> streams held back
         self.max_queued_bytes = 0
 
     def count(self, what: str) -> None:
@@ -236,9 +239,13 @@ class Network:
             stream.scheduled = True
             self.sched.at(heal, "net.deliver", self._deliver, cid, src)
             return
+        dst = self.nodes[stream.dst]
+        if stream.chunks[0][1] is not None and not dst.wants_data(cid):
+            stream.waiting = True  # backpressure: delivered once the reader resumes
+            self._waiting.setdefault(stream.dst, set()).add((cid, src))
+            return
         _, data = stream.chunks.popleft()
         stream.queued_bytes -= len(data) if data else 0
-        dst = self.nodes[stream.dst]
         if data is None:
             dst.on_closed(cid, f"closed by {stream.src}")
         elif self.faults.split and len(data) > 1 and self.rng.random() < self.faults.split:
@@ -252,6 +259,16 @@ class Network:
             self.sched.at(
                 max(stream.chunks[0][0], self.sched.now_ms), "net.deliver", self._deliver, cid, src
             )
+
+    def resume(self, name: str) -> None:
+        """``name`` may want data again: deliver what waits for it."""
+        waiting = self._waiting.pop(name, None)
+        for cid, src in sorted(waiting or ()):
+            stream = self.conns[cid].streams[src]
+            stream.waiting = False
+            if not stream.scheduled:
+                stream.scheduled = True
+                self.sched.at(self.sched.now_ms, "net.deliver", self._deliver, cid, src)
 
     def close(self, cid: int, by: str) -> None:
         """Orderly close by ``by``: the peer gets what was sent, then the end of stream."""

@@ -26,8 +26,9 @@ import sqlalchemy as sa
 
 from walrep.cli.config_cmd import ConfigProblem, load_or_fail, redact_url
 from walrep.config import WalrepConfig
-from walrep.db import create_engine, guarded, normalize_url
+from walrep.db import guarded, normalize_url
 from walrep.errors import ConfigError, CoordinationError
+from walrep.node.stores import sql_store
 from walrep.replica.lease import Observed
 from walrep.replica.sql_store import SqlStore
 from walrep.replica.store import HistoryRow, NodeRow
@@ -52,14 +53,10 @@ async def open_store(
     config: WalrepConfig, timeout_ms: int, *, create: bool = False
 ) -> AsyncIterator[SqlStore]:
     """The store on the cluster datasource; ``create`` makes the tables if missing."""
-    datasource = config.datasource(config.cluster.datasource)
-    url = normalize_url(
-        datasource.url, username=datasource.username, password=datasource.resolved_password()
-    )
+    url = normalize_url(config.datasource(config.cluster.datasource).url)
     if url.get_backend_name() == "sqlite":
         _require_sqlite_file(url.database)
-    engine = create_engine(url, connect_timeout_ms=datasource.connect_timeout_ms, pool_size=1)
-    store = SqlStore(engine, table_prefix=config.cluster.table_prefix, call_timeout_ms=timeout_ms)
+    store = sql_store(config, timeout_ms, pool_size=1)
     try:
         if create:
             await store.setup()

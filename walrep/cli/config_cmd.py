@@ -23,6 +23,7 @@ from walrep.config import WalrepConfig, load_config
 from walrep.config.seed import import_seed, parse_seed, render
 from walrep.db import normalize_url, redact
 from walrep.errors import ConfigError
+from walrep.node.settings import node_settings
 
 EXIT_INVALID = 2
 _QUERY_SECRET = re.compile(r"((?:^|[?&])password=)[^&]*", re.IGNORECASE)
@@ -122,13 +123,18 @@ def _explain(config: WalrepConfig, figures: dict[str, Any]) -> list[str]:
 
 
 def _problems(config: WalrepConfig, path: Path) -> list[str]:
-    """Errors the model cannot see: datasource URLs walrep has no driver for."""
+    """Errors the model cannot see: datasource URLs walrep has no driver for, and
+    relations between values that the node's settings refuse (``node_settings``)."""
     errors = []
     for index, datasource in enumerate(config.datasources):
         try:
             normalize_url(datasource.url)
         except ConfigError as e:
             errors.append(f"{path}: datasources.{index}.url ({datasource.name}): {e}")
+    try:
+        node_settings(config, secret=b"(not needed to check the relations)")
+    except ConfigError as e:
+        errors.append(f"{path}: {e}")
     return errors
 
 

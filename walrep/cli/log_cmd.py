@@ -1,9 +1,10 @@
 """``walrep log dump`` and ``walrep log verify``: read-only inspection of a log directory.
 
 Both read the segment files directly through ``walrep.log.walk`` (the pure frame codec
-and recovery scanner): they never open the log with ``Wal.open``, never take its lock,
-never truncate a torn tail. Exit status: 0 clean, 1 corrupt, 2 usage or I/O error,
-3 only a torn tail at the end of the newest segment (which opening the log truncates).
+and recovery scanner), under the limits the directory records (``walrep.log.limits``):
+they never open the log with ``Wal.open``, never take its lock, never truncate a torn
+tail. Exit status: 0 clean, 1 corrupt, 2 usage or I/O error, 3 only a torn tail at the
+end of the newest segment (which opening the log truncates).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any, Final
 import click
 import orjson
 
-from walrep.errors import LogError
+from walrep.errors import CorruptLogError, LogError
 from walrep.log.frame import Event
+from walrep.log.limits import FILE_NAME as LIMITS_FILE
+from walrep.log.limits import LogLimits, load_limits
 from walrep.log.verify import VerifyStatus, verify_log
 from walrep.log.walk import (
     CheckedFrame,
@@ -119,7 +122,8 @@ def dump(
         raise click.BadParameter(f"--to {to_offset} is below --from {from_offset}")
     dumper = _Dumper(from_offset, to_offset, limit, stats=stats, as_json=as_json)
     try:
-        for item in walk_log(directory, from_offset=from_offset, to_offset=to_offset):
+        limits = _dump_limits(directory)
+        for item in walk_log(directory, limits, from_offset=from_offset, to_offset=to_offset):
             if not dumper.take(item):
                 break
         dumper.finish()
@@ -130,6 +134,21 @@ def dump(
         raise _ToolError(str(e)) from e
     if dumper.damage is not None:
         raise SystemExit(_exit_code(dumper.damage.kind))
+
+
+def _dump_limits(directory: Path) -> LogLimits:
+    """The directory's limits; a damaged limits file stops the dump (exit status 1)."""
+    try:
+        limits = load_limits(directory)
+    except CorruptLogError as e:
+        click.echo(f"damage: corrupt: {e.segment}: {e.reason}")
+        click.echo("the log's limits are unknown; `walrep log verify` checks the rest", err=True)
+        raise SystemExit(EXIT_CORRUPT) from None
+    if limits is None:
+        note = "no limits file (a log written before it existed): the default limits apply"
+        click.echo(f"note: {directory / LIMITS_FILE}: {note}", err=True)
+        return LogLimits()
+    return limits
 
 
 class _Dumper:
@@ -284,9 +303,11 @@ class _Dumper:
 @log_group.command()
 @_directory_argument
 def verify(directory: Path) -> None:
-    """Check every frame of every segment in DIR, and the index, epoch and intent files.
+    """Check every frame of every segment in DIR, and the files beside them.
 
-    Prints each finding (file, byte position, offset, reason) and a summary. Exit status
+    The frames are checked under the limits DIR records; the index, epoch history,
+    replica state, limits and truncation intent files are checked too. Prints each
+    finding (file, byte position, offset, reason) and a summary. Exit status
     0 when clean (notes only), 1 on any corruption, 3 when the only damage is a torn tail
     of the newest segment (which opening the log truncates). Changes nothing.
     """
@@ -300,6 +321,16 @@ def verify(directory: Path) -> None:
     tally = ", ".join(f"{kinds.count(kind)} {kind.value}" for kind in FindingKind)
     segments = f"segments={len(report.segments)} file_bytes={report.file_bytes}"
     click.echo(f"verified {segments} {_counts_line(report.total)}")
+    limits = report.limits
+    state = report.replica_state
+    line = (
+        f"limits max_event_bytes={limits.max_event_bytes} max_batch_bytes={limits.max_batch_bytes}"
+    )
+    if state is not None:
+        line += (
+            f"; replica committed_floor={state.committed_floor} highest_epoch={state.highest_epoch}"
+        )
+    click.echo(line)
     status = report.status
     verdict = {
         VerifyStatus.CLEAN: "clean",

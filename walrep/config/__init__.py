@@ -6,11 +6,13 @@ The package depends on nothing of walrep but its errors and the lease's timing t
 
 from walrep.config.model import (
     DEFAULT_DATASOURCE,
+    AppendSection,
     ClusterSection,
     DatasourceSection,
     DeploymentSection,
     EventSyncClientSection,
     EventSyncServerSection,
+    LogSection,
     NodeSection,
     ReplicationSection,
     TlsSection,
@@ -21,11 +23,13 @@ from walrep.config.model import (
 
 __all__ = [
     "DEFAULT_DATASOURCE",
+    "AppendSection",
     "ClusterSection",
     "DatasourceSection",
     "DeploymentSection",
     "EventSyncClientSection",
     "EventSyncServerSection",
+    "LogSection",
     "NodeSection",
     "ReplicationSection",
     "TlsSection",

@@ -126,7 +126,13 @@ class ReplicationSection(_Section):
     window_bytes: int = Field(8 * 1024 * 1024, gt=0)
     window_batches: int = Field(64, gt=0, le=4096)
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024 * 1024, le=256 * 1024 * 1024)
+    read_bytes_max: int = Field(1024 * 1024, gt=0)  # WAL bytes per Append message
     buffer_bytes_max: int = Field(32 * 1024 * 1024, gt=0)
+    # Edges of the event-sync port: connections at once (authenticated or not), time to
+    # authenticate, and silence (no complete message) before a connection is closed.
+    max_connections: int = Field(4, ge=2, le=64)
+    handshake_timeout_ms: int = Field(2000, gt=0)
+    idle_timeout_ms: int = Field(3000, gt=0)
     tls: TlsSection | None = None
 
     def secret(self) -> bytes:
@@ -136,6 +142,26 @@ class ReplicationSection(_Section):
                 f"deployment.replication.secret_env: variable {self.secret_env} is not set"
             )
         return value.encode()
+
+
+class LogSection(_Section):
+    """The write-ahead log in ``node.data_dir`` (walrep's own; no seed counterpart)."""
+
+    segment_bytes_max: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    max_event_bytes: int = Field(1024 * 1024, gt=0)
+    max_batch_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    fsync_policy: Literal["always", "interval_ms", "never"] = "always"
+    fsync_interval_ms: int = Field(100, gt=0)
+
+
+class AppendSection(_Section):
+    """Bounds of the active's append path (admission control with backpressure)."""
+
+    # Appends written but not yet committed; one more waits for room (backpressure).
+    max_pending: int = Field(4096, gt=0, le=1_000_000)
+    max_uncommitted_events: int = Field(1_000_000, gt=0)
+    # Appends waiting for room; one more is refused at once (OverloadedError, HTTP 503).
+    max_queued: int = Field(4096, ge=0, le=1_000_000)
 
 
 class DeploymentSection(_Section):
@@ -162,6 +188,8 @@ class WalrepConfig(BaseSettings):
     node: NodeSection
     cluster: ClusterSection = ClusterSection()
     deployment: DeploymentSection = DeploymentSection()
+    log: LogSection = LogSection()
+    appends: AppendSection = AppendSection()
     datasources: list[DatasourceSection] = Field(default_factory=_default_datasources)
     port_offset: int = Field(0, ge=0, le=10_000)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
 from walrep.errors import ConfigError
 from walrep.log.frame import HEADER_SIZE
+from walrep.log.limits import DEFAULT_LIMITS, LogLimits
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -28,8 +30,8 @@ class FsyncPolicy(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     segment_bytes_max: int = 64 * MIB
-    max_event_bytes: int = 1 * MIB
-    max_batch_bytes: int = 8 * MIB
+    max_event_bytes: int = DEFAULT_LIMITS.max_event_bytes
+    max_batch_bytes: int = DEFAULT_LIMITS.max_batch_bytes
     compress_threshold_bytes: int = 4 * KIB
     index_interval_bytes: int = 4 * KIB
     fsync_policy: FsyncPolicy = FsyncPolicy.ALWAYS
@@ -59,3 +61,23 @@ class LogConfig:
     def max_payload_bytes(self) -> int:
         """Largest stored payload: a batch, plus the lz4 size prefix when compressed."""
         return self.max_batch_bytes + 4
+
+    @property
+    def limits(self) -> LogLimits:
+        """The sizes this config lets a writer produce (and so a reader must accept)."""
+        return LogLimits(self.max_event_bytes, self.max_batch_bytes)
+
+    @classmethod
+    def for_limits(cls, limits: LogLimits) -> LogConfig:
+        """The default config with ``limits`` (a log opened without a config of its own).
+
+        Segments and the append queue grow beyond their defaults where ``limits`` need it.
+        """
+        base = cls()
+        return dataclasses.replace(
+            base,
+            max_event_bytes=limits.max_event_bytes,
+            max_batch_bytes=limits.max_batch_bytes,
+            segment_bytes_max=max(base.segment_bytes_max, HEADER_SIZE + limits.max_payload_bytes),
+            pending_bytes_max=max(base.pending_bytes_max, limits.max_batch_bytes),
+        )

@@ -1,6 +1,7 @@
 """Epoch history of a log: which lease epoch wrote from which offset on.
 
-Persisted as a small text file, replaced atomically (temp, fsync, rename, fsync dir)::
+Persisted as a small checksummed text file (``smallfile``), replaced atomically (temp,
+fsync, rename, fsync dir)::
 
     walrep-epochs 1
     <epoch> <start offset>
@@ -11,21 +12,27 @@ Entries are strictly increasing in both epoch and start offset... except that tw
 epochs may start at the same offset when one wrote nothing; the later one wins, as in
 Kafka's leader-epoch cache (KIP-101), which this serves: ``end_offset(epoch)`` answers
 a follower's "where does my last epoch end on your side?".
+
+Persistence is pluggable (``EpochStore``): ``FileEpochStore`` for ``Wal``,
+``MemoryEpochStore`` for ``MemoryLog`` and the simulator. Every change is handed to the
+store before the changing call returns, so ``begin`` is durable on return.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import google_crc32c
+from typing import Final, Protocol
 
 from walrep.errors import CorruptLogError
-from walrep.log.fsutil import write_atomic
+from walrep.log.fsutil import DEFAULT_FILE_OPS, FileOps
+from walrep.log.smallfile import read_lines, write_lines
 
-FILE_NAME = "epochs"
-_HEAD = "walrep-epochs 1\n"
+FILE_NAME: Final = "epochs"
+_HEAD: Final = "walrep-epochs 1"
+_WHAT: Final = "epoch history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,31 +41,65 @@ class EpochEntry:
     start_offset: int
 
 
-class EpochHistory:
-    """In-memory list of ``EpochEntry`` mirrored to ``<dir>/epochs`` on every change."""
+class EpochStore(Protocol):
+    """Where an ``EpochHistory`` keeps its entries; ``save`` is durable on return."""
 
-    def __init__(self, path: Path, entries: list[EpochEntry]) -> None:
+    def save(self, entries: Sequence[EpochEntry]) -> None: ...
+
+
+class FileEpochStore:
+    """The ``epochs`` file of a log directory."""
+
+    def __init__(self, path: Path, ops: FileOps = DEFAULT_FILE_OPS) -> None:
         self.path = path
+        self._ops = ops
+
+    def save(self, entries: Sequence[EpochEntry]) -> None:
+        lines = [f"{e.epoch} {e.start_offset}" for e in entries]
+        write_lines(self.path, _HEAD, lines, self._ops)
+
+    def load(self) -> list[EpochEntry]:
+        """The entries in the file (none without one); ``CorruptLogError`` if damaged."""
+        lines = read_lines(self.path, _HEAD, _WHAT)
+        entries = []
+        for line in lines or ():
+            fields = line.split(" ")
+            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                raise CorruptLogError(
+                    str(self.path), 0, -1, f"{_WHAT} line {line!r} does not parse"
+                )
+            entries.append(EpochEntry(int(fields[0]), int(fields[1])))
+        return entries
+
+
+class MemoryEpochStore:
+    """Entries kept in memory: ``saved`` is what survives a (simulated) crash."""
+
+    def __init__(self, entries: Sequence[EpochEntry] = ()) -> None:
+        self.saved: tuple[EpochEntry, ...] = tuple(entries)
+
+    def save(self, entries: Sequence[EpochEntry]) -> None:
+        self.saved = tuple(entries)
+
+
+class EpochHistory:
+    """In-memory list of ``EpochEntry``, handed to its ``EpochStore`` on every change."""
+
+    def __init__(self, store: EpochStore | Path, entries: list[EpochEntry]) -> None:
+        # A path names the file store (callers that only use the pure lookups pass one).
+        self.store: EpochStore = FileEpochStore(store) if isinstance(store, Path) else store
         self._entries = entries
 
     @classmethod
-    def load(cls, directory: Path) -> EpochHistory:
-        path = directory / FILE_NAME
-        if not path.exists():
-            return cls(path, [])
-        text = path.read_bytes()
-        body, _, trailer = text.rpartition(b"crc32c ")
-        try:
-            ok = body.startswith(_HEAD.encode()) and int(trailer, 16) == google_crc32c.value(body)
-        except ValueError:
-            ok = False
-        if not ok:
-            raise CorruptLogError(str(path), 0, -1, "epoch history fails its checksum")
-        entries = []
-        for line in body.decode().splitlines()[1:]:
-            epoch, start = line.split()
-            entries.append(EpochEntry(int(epoch), int(start)))
-        return cls(path, entries)
+    def load(cls, directory: Path, ops: FileOps = DEFAULT_FILE_OPS) -> EpochHistory:
+        """The history in ``directory/epochs`` (empty without the file)."""
+        store = FileEpochStore(directory / FILE_NAME, ops)
+        return cls(store, store.load())
+
+    @classmethod
+    def in_memory(cls, entries: Sequence[EpochEntry] = ()) -> EpochHistory:
+        """A history kept by a ``MemoryEpochStore`` that already holds ``entries``."""
+        return cls(MemoryEpochStore(entries), list(entries))
 
     @property
     def entries(self) -> tuple[EpochEntry, ...]:
@@ -99,17 +140,23 @@ class EpochHistory:
         assert epoch > self.last_epoch, (epoch, self.last_epoch)
         if self._entries:
             assert start_offset >= self._entries[-1].start_offset
-        self._entries.append(EpochEntry(epoch, start_offset))
-        self._save()
+        self._replace([*self._entries, EpochEntry(epoch, start_offset)])
 
     def truncate_from(self, offset: int) -> None:
         """Forget epochs that start at or after ``offset`` (the log was cut there)."""
         kept = [e for e in self._entries if e.start_offset < offset]
         if len(kept) != len(self._entries):
-            self._entries = kept
+            self._replace(kept)
+
+    def _replace(self, entries: list[EpochEntry]) -> None:
+        # Unchanged in memory unless the store took the change: a failed save (a disk
+        # error) leaves the history as it was.
+        previous, self._entries = self._entries, entries
+        try:
             self._save()
+        except BaseException:
+            self._entries = previous
+            raise
 
     def _save(self) -> None:
-        lines = [_HEAD] + [f"{e.epoch} {e.start_offset}\n" for e in self._entries]
-        body = "".join(lines).encode()
-        write_atomic(self.path, body + b"crc32c %08x\n" % google_crc32c.value(body))
+        self.store.save(tuple(self._entries))

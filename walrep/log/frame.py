@@ -27,10 +27,17 @@ When flag bit 0 is set the stored payload is ``u32 uncompressed length`` followe
 the lz4 block. Compression is used only above ``compress_threshold_bytes`` and only
 when it makes the payload smaller.
 
+Limits (``limit_violation``, the one rule every append path applies before writing and
+every reader applies after reading): count >= 1, only known flags, a stored payload of
+at most ``max_batch_bytes`` (plus the 4-byte size prefix when lz4; a compressed payload
+holds at least that prefix), and an uncompressed size (the lz4 prefix, else the stored
+length) of at most ``max_batch_bytes``. So a frame a writer accepted is never refused by
+a reader with the same limits.
+
 Checks, in order, when reading: magic and version (not covered by the CRC, compared to
-constants), payload length <= the batch limit, all bytes present, CRC32C, then the
-decoded event count equals the header's count. A frame that passes the CRC but fails to
-decode is reported as corrupt, never returned.
+constants), the header's limits, all bytes present, CRC32C, the lz4 size prefix against
+the batch limit, then the decoded event count equals the header's count. A frame that
+passes the CRC but fails to decode is reported as corrupt, never returned.
 """
 
 from __future__ import annotations
@@ -165,6 +172,81 @@ class FrameStatus(enum.Enum):
     BAD_HEADER = "header fields out of range"
     SHORT_PAYLOAD = "payload runs past the end"
     BAD_CRC = "CRC32C mismatch"
+    OVER_LIMIT = "uncompressed size over the batch limit"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitViolation:
+    """Why a batch or frame is outside the limits a reader applies (see ``limit_violation``).
+
+    ``size`` and ``limit`` are set when a size limit is exceeded; else the frame's fields
+    are out of range (no event, unknown flags, no room for the lz4 size prefix).
+    """
+
+    reason: str
+    size: int | None = None
+    limit: int = 0
+
+    def error(self, what: str) -> LimitExceededError | MalformedFrameError:
+        """The typed error for ``what`` (e.g. "batch of 3 events") breaking this limit."""
+        if self.size is not None:
+            return LimitExceededError(f"{what}: {self.reason}", self.size, self.limit)
+        return MalformedFrameError(f"{what}: {self.reason}")
+
+
+def limit_violation(
+    count: int,
+    flags: int,
+    payload_bytes: int,
+    max_batch_bytes: int,
+    uncompressed_bytes: int | None = None,
+) -> LimitViolation | None:
+    """The limit rule of the format, shared by the writer and every reader; None if within.
+
+    ``uncompressed_bytes`` is the lz4 size prefix (``lz4_size``) when it is known: the
+    header alone cannot tell it. For an uncompressed payload the stored length is the
+    uncompressed size, so its stored limit is ``max_batch_bytes`` itself.
+    """
+    if count < 1:
+        return LimitViolation("a batch holds at least one event")
+    if flags & ~KNOWN_FLAGS:
+        return LimitViolation(f"unknown codec flags 0x{flags:02x}")
+    compressed = flags & FLAG_LZ4
+    stored_max = max_batch_bytes + _LZ4_SIZE.size if compressed else max_batch_bytes
+    if payload_bytes > stored_max:
+        return LimitViolation("stored payload", payload_bytes, stored_max)
+    if compressed and payload_bytes < _LZ4_SIZE.size:
+        return LimitViolation("compressed payload shorter than its size prefix")
+    if uncompressed_bytes is not None and uncompressed_bytes > max_batch_bytes:
+        return LimitViolation("uncompressed payload", uncompressed_bytes, max_batch_bytes)
+    return None
+
+
+def lz4_size(flags: int, buf: bytes | memoryview, payload_pos: int = 0) -> int | None:
+    """The uncompressed size an lz4 payload at ``buf[payload_pos]`` declares (None: not lz4).
+
+    The caller has checked that the 4-byte prefix is there (``limit_violation``).
+    """
+    if not flags & FLAG_LZ4:
+        return None
+    (size,) = _LZ4_SIZE.unpack_from(buf, payload_pos)
+    return int(size)
+
+
+def payload_violation(
+    count: int,
+    flags: int,
+    buf: bytes | memoryview,
+    payload_pos: int,
+    payload_bytes: int,
+    max_batch_bytes: int,
+) -> LimitViolation | None:
+    """``limit_violation`` of a payload whose bytes are at hand: the lz4 prefix included."""
+    violation = limit_violation(count, flags, payload_bytes, max_batch_bytes)
+    if violation is None and flags & FLAG_LZ4:
+        raw = lz4_size(flags, buf, payload_pos)
+        violation = limit_violation(count, flags, payload_bytes, max_batch_bytes, raw)
+    return violation
 
 
 def encode_event(event: Event, max_event_bytes: int) -> bytes:
@@ -265,12 +347,43 @@ def build_frame(batch: EncodedBatch, *, base_offset: int, epoch: int, ingest_tim
     return header + batch.payload
 
 
+def reframe_prefix(
+    header: FrameHeader,
+    payload: bytes | memoryview,
+    end_offset: int,
+    *,
+    max_event_bytes: int,
+    max_batch_bytes: int,
+    compress_threshold_bytes: int,
+) -> bytes:
+    """The frame of the batch's events below ``end_offset``: what a truncation keeps of it.
+
+    Same base offset, epoch and ingest time; encoded again (and compressed by the same
+    rule as any batch). ``MalformedFrameError`` if the payload does not decode.
+    """
+    assert header.base_offset < end_offset < header.end_offset, (header, end_offset)
+    events = decode_payload(header, payload, max_batch_bytes)
+    batch = encode_batch(
+        events[: end_offset - header.base_offset],
+        max_event_bytes=max_event_bytes,
+        max_batch_bytes=max_batch_bytes,
+        compress_threshold_bytes=compress_threshold_bytes,
+    )
+    return build_frame(
+        batch,
+        base_offset=header.base_offset,
+        epoch=header.epoch,
+        ingest_time_ms=header.ingest_time_ms,
+    )
+
+
 def inspect_frame(
-    buf: bytes | memoryview, pos: int, max_payload_bytes: int
+    buf: bytes | memoryview, pos: int, max_batch_bytes: int
 ) -> tuple[FrameStatus, FrameHeader | None]:
     """Check the frame starting at ``buf[pos]``: the header (if readable) and a status.
 
-    Pure and total: any bytes give a status, never an exception.
+    Pure and total: any bytes give a status, never an exception. The limits are those
+    of ``limit_violation`` with ``max_batch_bytes``.
     """
     if len(buf) - pos < HEADER_SIZE:
         return FrameStatus.SHORT_HEADER, None
@@ -278,27 +391,32 @@ def inspect_frame(
     if magic != MAGIC or version != FORMAT_VERSION:
         return FrameStatus.BAD_MAGIC, None
     header = FrameHeader(base, count, epoch, ingest, flags, size, crc)
-    if count == 0 or flags & ~KNOWN_FLAGS or size > max_payload_bytes or base + count >= 2**63:
+    if base + count >= 2**63 or limit_violation(count, flags, size, max_batch_bytes) is not None:
         return FrameStatus.BAD_HEADER, header
     end = pos + HEADER_SIZE + size
     if end > len(buf):
         return FrameStatus.SHORT_PAYLOAD, header
     if frame_crc(buf[pos + CRC_START : pos + HEADER_SIZE], buf[pos + HEADER_SIZE : end]) != crc:
         return FrameStatus.BAD_CRC, header
+    if payload_violation(count, flags, buf, pos + HEADER_SIZE, size, max_batch_bytes) is not None:
+        return FrameStatus.OVER_LIMIT, header  # the header was fine: the lz4 size prefix is not
     return FrameStatus.OK, header
 
 
 def decode_payload(
     header: FrameHeader, payload: bytes | memoryview, max_batch_bytes: int
 ) -> list[Event]:
-    """Decode a CRC-checked payload into events; ``MalformedFrameError`` if it is not one."""
+    """Decode a CRC-checked payload into events; ``MalformedFrameError`` if it is not one.
+
+    The limits are checked again first (``limit_violation``), so no bytes beyond them are
+    ever allocated.
+    """
     data = bytes(payload)
-    if header.flags & FLAG_LZ4:
-        if len(data) < _LZ4_SIZE.size:
-            raise MalformedFrameError("compressed payload shorter than its size prefix")
-        (raw_size,) = _LZ4_SIZE.unpack_from(data)
-        if raw_size > max_batch_bytes:
-            raise MalformedFrameError(f"uncompressed size {raw_size} over the batch limit")
+    violation = payload_violation(header.count, header.flags, data, 0, len(data), max_batch_bytes)
+    if violation is not None:
+        raise MalformedFrameError(f"payload outside the limits: {violation.reason}")
+    raw_size = lz4_size(header.flags, data)
+    if raw_size is not None:
         try:
             data = lz4.block.decompress(data[_LZ4_SIZE.size :], uncompressed_size=raw_size)
         except lz4.block.LZ4BlockError as e:

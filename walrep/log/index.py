@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import google_crc32c
 
-from walrep.log.fsutil import write_atomic
+from walrep.log.fsutil import DEFAULT_FILE_OPS, FileOps, write_atomic
 
 _HEAD = struct.Struct("<4sBIQQQQI")
 _ENTRY = struct.Struct("<QQ")
@@ -57,7 +57,14 @@ class SparseIndex:
         del self.positions[i:]
 
     def save(
-        self, path: Path, *, base_offset: int, segment_bytes: int, end_offset: int, last_epoch: int
+        self,
+        path: Path,
+        *,
+        base_offset: int,
+        segment_bytes: int,
+        end_offset: int,
+        last_epoch: int,
+        ops: FileOps = DEFAULT_FILE_OPS,
     ) -> None:
         head = _HEAD.pack(
             _MAGIC,
@@ -74,7 +81,7 @@ class SparseIndex:
             _ENTRY.pack(o, p) for o, p in zip(self.offsets, self.positions, strict=True)
         )
         crc = google_crc32c.value(body)
-        write_atomic(path, _MAGIC + bytes([_VERSION]) + crc.to_bytes(4, "little") + body)
+        write_atomic(path, _MAGIC + bytes([_VERSION]) + crc.to_bytes(4, "little") + body, ops)
 
     @classmethod
     def load(

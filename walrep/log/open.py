@@ -4,194 +4,199 @@ Steps, in order:
 
 1. Remove stale ``*.tmp`` files (a crash during an atomic replace) and redo a pending
    truncation (``truncate.redo_pending``).
-2. Sealed segments: trust the sparse index when it is fresh (its recorded size equals
-   the file's, its checksum verifies), else rebuild it by scanning every frame. Each
-   segment must start where the previous one ends. A repair scans every segment: the
-   damage it is asked to cut is usually found by a read, behind a fresh index.
-3. The last segment: always scanned in full and judged by ``recovery.RECOVERY_TABLE``;
-   a torn tail is truncated (and forced) and reported with its byte count.
-4. The epoch history: entries past the end dropped, epochs found in the last segment
-   but missing from the history added.
+2. ``recovery.plan_recovery`` judges the segments. Sealed segments: a fresh sparse index
+   (its recorded size equals the file's, its checksum verifies) is trusted instead of a
+   scan, else the segment is scanned and its index rebuilt. Each segment must start
+   where the previous one ends. The last segment is always scanned in full and judged
+   by ``recovery.RECOVERY_TABLE``; a torn tail is truncated (and forced) and reported
+   with its byte count.
+3. The epoch history: entries past the end dropped, epochs found in the last segment
+   but missing from the history added (``recovery.reconcile_epochs``).
+4. The replica state: a committed floor above the log end is damage
+   (``recovery.settle_floor``).
 
 Damage raises ``CorruptLogError(segment, position, offset)``; with ``repair=True`` the
 log is cut before the first damaged frame instead, and the cut is reported.
+
+Before all of it, ``settle_limits`` decides the limits recovery and reads apply
+(``limits.py``).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from walrep.errors import CorruptLogError
 from walrep.log.config import LogConfig
 from walrep.log.epochs import EpochHistory
-from walrep.log.fsutil import fsync_dir
+from walrep.log.fsutil import FileOps, fsync_dir
 from walrep.log.index import SparseIndex
-from walrep.log.recovery import Action, ScanResult, scan_segment
+from walrep.log.limits import DEFAULT_LIMITS, LogLimits, load_limits
+from walrep.log.recovery import (
+    KeptSegment,
+    SegmentSummary,
+    plan_recovery,
+    reconcile_epochs,
+    settle_floor,
+)
+from walrep.log.replica_state import FILE_NAME as STATE_FILE
+from walrep.log.replica_state import ReplicaState, load_replica_state, save_replica_state
 from walrep.log.segment import Segment, parse_segment_name
 from walrep.log.truncate import finish_pending, redo_pending
 from walrep.log.types import RecoveryReport
 
 
-def open_segments(
-    directory: Path, config: LogConfig, *, repair: bool
-) -> tuple[list[Segment], EpochHistory, RecoveryReport]:
+@dataclass(slots=True)
+class OpenedLog:
+    segments: list[Segment]
+    epochs: EpochHistory
+    replica_state: ReplicaState
+    report: RecoveryReport
+
+
+class _FileSegment:
+    """A segment file as ``plan_recovery`` sees it (``SegmentInput``)."""
+
+    def __init__(self, segment: Segment) -> None:
+        self.segment = segment
+
+    @property
+    def name(self) -> str:
+        return str(self.segment.path)
+
+    @property
+    def base_offset(self) -> int:
+        return self.segment.base_offset
+
+    def trusted(self) -> SegmentSummary | None:
+        segment = self.segment
+        size = segment.path.stat().st_size
+        loaded = SparseIndex.load(
+            segment.index_path,
+            segment.index.interval_bytes,
+            base_offset=segment.base_offset,
+            segment_bytes=size,
+        )
+        if loaded is None or size == 0:
+            return None
+        segment.index = loaded.sparse
+        return SegmentSummary(loaded.end_offset, loaded.last_epoch, size)
+
+    def data(self) -> bytes:
+        return self.segment.read_all()
+
+
+def open_log(
+    directory: Path,
+    limits: LogLimits,
+    *,
+    index_interval_bytes: int,
+    ops: FileOps,
+    repair: bool,
+) -> OpenedLog:
+    """Recover the log in ``directory`` under the read ``limits`` (see the module docstring)."""
     report = RecoveryReport()
     for name in sorted(os.listdir(directory)):
         if name.endswith(".tmp"):
             (directory / name).unlink()
             report.temp_files_removed.append(name)
-    report.truncation_redone_to = redo_pending(directory)
+    report.truncation_redone_to = redo_pending(directory, ops)
     bases = sorted(
         b for name in os.listdir(directory) if (b := parse_segment_name(name)) is not None
     )
-    segments = [Segment(directory, base, config.index_interval_bytes) for base in bases]
+    segments = [Segment(directory, base, index_interval_bytes, ops) for base in bases]
     if not segments:
-        first = Segment(directory, 0, config.index_interval_bytes)
+        first = Segment(directory, 0, index_interval_bytes, ops)
         first.create()
-        fsync_dir(directory)
+        fsync_dir(directory, ops)
         segments = [first]
 
-    kept: list[Segment] = []
-    for i, segment in enumerate(segments):
-        last = i == len(segments) - 1
-        expected = kept[-1].end_offset if kept else segment.base_offset
-        prev_epoch = kept[-1].last_epoch if kept else 0
-        damage: CorruptLogError | None = None
-        if segment.base_offset != expected:
-            reason = (
-                f"segment starts at offset {segment.base_offset}, previous one ends at {expected}"
-            )
-            damage = CorruptLogError(str(segment.path), 0, expected, reason)
-        elif not last and not repair and _load_index(segment, config):
-            kept.append(segment)
-            continue
-        else:
-            damage = _scan(segment, config, last=last, prev_epoch=prev_epoch, report=report)
-            if damage is None:
-                kept.append(segment)
-                if not last:
-                    _save_index(segment)
-                    report.indexes_rebuilt.append(segment.index_path.name)
-                continue
-        if not repair:
-            raise damage
-        kept = _repair(directory, segments[i:], kept, damage, config, report)
-        break
+    plan = plan_recovery(
+        [_FileSegment(s) for s in segments], max_batch_bytes=limits.max_batch_bytes, repair=repair
+    )
+    kept = [_adopt(segments[k.index], k, last=k is plan.kept[-1], report=report) for k in plan.kept]
+    if plan.torn is not None:
+        torn = segments[plan.torn.segment]
+        torn.truncate(plan.torn.position)
+        report.torn_segment = str(torn.path)
+        report.torn_position = plan.torn.position
+        report.torn_bytes = plan.torn.torn_bytes
+    line = plan.repaired_line()
+    if line is not None:
+        _cut_for_repair(directory, segments, plan.kept[-1], plan.dropped, ops)
+        report.repaired.append(line)
 
-    epochs = EpochHistory.load(directory)
-    log_end = kept[-1].end_offset
+    epochs = EpochHistory.load(directory, ops)
     if report.truncation_redone_to is not None:
         epochs.truncate_from(report.truncation_redone_to)
-        finish_pending(directory)
-    epochs.truncate_from(log_end + 1)
-    _add_missing_epochs(kept[-1], epochs, config)
-    return kept, epochs, report
+        finish_pending(directory, ops)
+    newest = plan.kept[-1].frames
+    assert newest is not None, "the newest segment is always scanned"
+    reconcile_epochs(epochs, plan.log_end, newest)
 
-
-def _load_index(segment: Segment, config: LogConfig) -> bool:
-    size = segment.path.stat().st_size
-    loaded = SparseIndex.load(
-        segment.index_path,
-        config.index_interval_bytes,
-        base_offset=segment.base_offset,
-        segment_bytes=size,
+    stored = load_replica_state(directory) or ReplicaState()
+    state, line = settle_floor(
+        stored, plan.log_end, repair=repair, name=str(directory / STATE_FILE)
     )
-    if loaded is None or size == 0:
-        return False
-    segment.index, segment.end_offset, segment.last_epoch = loaded
-    segment.size = size
-    return True
+    if line is not None:
+        save_replica_state(directory, state, ops)
+        report.repaired.append(line)
+    return OpenedLog(kept, epochs, state, report)
 
 
-def _save_index(segment: Segment) -> None:
-    segment.index.save(
-        segment.index_path,
-        base_offset=segment.base_offset,
-        segment_bytes=segment.size,
-        end_offset=segment.end_offset,
-        last_epoch=segment.last_epoch,
+def _adopt(segment: Segment, kept: KeptSegment, *, last: bool, report: RecoveryReport) -> Segment:
+    """Take the plan's view of a kept segment; save the index of a scanned sealed one."""
+    segment.end_offset, segment.last_epoch, segment.size = (
+        kept.end_offset,
+        kept.last_epoch,
+        kept.size,
     )
-
-
-def _scan(
-    segment: Segment, config: LogConfig, *, last: bool, prev_epoch: int, report: RecoveryReport
-) -> CorruptLogError | None:
-    """Scan one segment into ``segment``'s metadata; returns the damage, if any."""
-    data = segment.read_all()
-    result = scan_segment(
-        data,
-        base_offset=segment.base_offset,
-        last_segment=last,
-        max_payload_bytes=config.max_payload_bytes,
-        prev_epoch=prev_epoch,
-    )
-    _adopt(segment, result)
-    stop = result.stop
-    if stop is None:
-        return None
-    if stop.action is Action.TRUNCATE_TAIL:
-        segment.truncate(stop.position)
-        report.torn_segment = str(segment.path)
-        report.torn_position = stop.position
-        report.torn_bytes = len(data) - stop.position
-        return None
-    return CorruptLogError(str(segment.path), stop.position, stop.offset, stop.reason)
-
-
-def _adopt(segment: Segment, result: ScanResult) -> None:
+    if kept.frames is None:
+        return segment  # a fresh index was trusted: it is loaded already
     segment.index = SparseIndex(segment.index.interval_bytes)
-    for position, header in result.frames:
+    for position, header in kept.frames:
         segment.index.note(header.base_offset, position)
-        segment.last_epoch = header.epoch
-    segment.size = result.valid_bytes
-    segment.end_offset = result.end_offset
+    if not last:
+        segment.index.save(
+            segment.index_path,
+            base_offset=segment.base_offset,
+            segment_bytes=segment.size,
+            end_offset=segment.end_offset,
+            last_epoch=segment.last_epoch,
+            ops=segment.ops,
+        )
+        report.indexes_rebuilt.append(segment.index_path.name)
+    return segment
 
 
-def _repair(
-    directory: Path,
-    rest: list[Segment],
-    kept: list[Segment],
-    damage: CorruptLogError,
-    config: LogConfig,
-    report: RecoveryReport,
-) -> list[Segment]:
-    """Cut the log just before ``damage``: the damaged segment's tail and all later ones."""
-    damaged = rest[0]
-    if damage.position == 0 and kept:
-        dropped, survivor = rest, kept
-    else:
-        damaged.truncate(damage.position)
-        dropped, survivor = rest[1:], [*kept, damaged]
-    for segment in reversed(dropped):
-        segment.close()
-        segment.path.unlink()
-        segment.index_path.unlink(missing_ok=True)
-    survivor[-1].index_path.unlink(missing_ok=True)  # it is the last segment now
-    fsync_dir(directory)
-    report.repaired.append(
-        f"{damage}; dropped offsets from {damage.offset} on "
-        f"({len(dropped)} later segment(s) deleted)"
-    )
-    if not survivor:
-        first = Segment(directory, damaged.base_offset, config.index_interval_bytes)
-        first.create()
-        fsync_dir(directory)
-        survivor = [first]
-    return survivor
+def _cut_for_repair(
+    directory: Path, segments: list[Segment], last: KeptSegment, dropped: list[int], ops: FileOps
+) -> None:
+    """Cut the new last segment before the damage, delete the later ones (newest first)."""
+    survivor = segments[last.index]
+    if survivor.path.stat().st_size != last.size:
+        survivor.truncate(last.size)
+    for i in reversed(dropped):
+        segments[i].close()
+        segments[i].path.unlink()
+        segments[i].index_path.unlink(missing_ok=True)
+    survivor.index_path.unlink(missing_ok=True)  # it is the last segment now
+    fsync_dir(directory, ops)
 
 
-def _add_missing_epochs(segment: Segment, epochs: EpochHistory, config: LogConfig) -> None:
-    """Epochs in the newest segment that the history lacks (a lost or old history file)."""
-    if segment.last_epoch <= epochs.last_epoch:
-        return
-    data = segment.read_all()
-    result = scan_segment(
-        data,
-        base_offset=segment.base_offset,
-        last_segment=True,
-        max_payload_bytes=config.max_payload_bytes,
-    )
-    for _, header in result.frames:
-        if header.epoch > epochs.last_epoch:
-            epochs.begin(header.epoch, header.base_offset)
+def settle_limits(
+    directory: Path, config: LogConfig | None
+) -> tuple[LogConfig, LogLimits, LogLimits | None]:
+    """``(config for appends, limits for reads, limits recorded now)`` of a log directory.
+
+    A directory with segments but no limits file was written under the defaults.
+    """
+    recorded = load_limits(directory)
+    written_under = recorded
+    if recorded is None and any(parse_segment_name(n) is not None for n in os.listdir(directory)):
+        written_under = DEFAULT_LIMITS
+    if config is None:
+        config = LogConfig.for_limits(written_under or DEFAULT_LIMITS)
+    limits = config.limits if written_under is None else written_under.union(config.limits)
+    return config, limits, recorded

@@ -4,7 +4,11 @@ Named by its base offset, 20 digits: ``00000000000000000042.wal``, with its spar
 index beside it (``.idx``). Only the newest segment is written; writes append at the
 end through one file descriptor, reads use ``os.pread`` on another, so readers never
 move a shared file position and never see bytes beyond ``size`` (the published size,
-raised only after the bytes are written).
+raised only after the bytes are written). Writes, truncations and forces go through the
+log's ``FileOps`` (the fault-injection seam).
+
+``needs_roll`` is the one rule for when a frame starts a new segment; ``MemoryLog``
+applies it too, so the same appends give both the same segments.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 
 from walrep.errors import CorruptLogError
 from walrep.log.frame import HEADER_SIZE, FrameHeader, FrameStatus, inspect_frame
+from walrep.log.fsutil import DEFAULT_FILE_OPS, FileOps
 from walrep.log.index import SparseIndex
 
 SUFFIX = ".wal"
@@ -32,8 +37,25 @@ def parse_segment_name(name: str) -> int | None:
     return None
 
 
+def needs_roll(segment_bytes: int, frame_bytes: int, segment_bytes_max: int) -> bool:
+    """Whether a frame of ``frame_bytes`` goes into a new segment, not the active one.
+
+    ``segment_bytes`` is where the frame would start in the active segment. A frame
+    never makes a segment exceed ``segment_bytes_max``, unless the segment is empty
+    (``LogConfig`` makes every frame fit an empty segment).
+    """
+    return segment_bytes > 0 and segment_bytes + frame_bytes > segment_bytes_max
+
+
 class Segment:
-    def __init__(self, directory: Path, base_offset: int, index_interval_bytes: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        base_offset: int,
+        index_interval_bytes: int,
+        ops: FileOps = DEFAULT_FILE_OPS,
+    ) -> None:
+        self.ops = ops
         self.base_offset = base_offset
         self.path = directory / segment_name(base_offset)
         self.index_path = directory / (f"{base_offset:020d}{INDEX_SUFFIX}")
@@ -78,27 +100,36 @@ class Segment:
         """Write ``chunks`` at byte ``size`` (not yet published); return the bytes written."""
         fd = self._writer()
         position, total = self.size, 0
+        pwritev = self.ops.pwritev
         for i in range(0, len(chunks), _IOV_MAX):
             views = [memoryview(c) for c in chunks[i : i + _IOV_MAX]]
-            while views:
-                n = os.pwritev(fd, views, position)
+            first = 0  # views[first:] are still to be written (a short write resumes)
+            while first < len(views):
+                n = pwritev(fd, views[first:] if first else views, position)
                 position += n
                 total += n
-                while views and n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                if views and n:
-                    views[0] = views[0][n:]
+                while first < len(views) and n >= len(views[first]):
+                    n -= len(views[first])
+                    first += 1
+                if first < len(views) and n:
+                    views[first] = views[first][n:]
         return total
 
     def sync(self) -> None:
-        os.fdatasync(self._writer())
+        self.ops.fdatasync(self._writer())
+
+    def dup_writer(self) -> int:
+        """A second descriptor of the file, to force it without holding the log's lock.
+
+        It stays valid when the segment is sealed or deleted; the caller closes it.
+        """
+        return os.dup(self._writer())
 
     def truncate(self, position: int) -> None:
         """Cut the file at ``position`` and force it; the caller fixes the metadata."""
         fd = self._writer()
-        os.ftruncate(fd, position)
-        os.fsync(fd)
+        self.ops.ftruncate(fd, position)
+        self.ops.fsync(fd)
 
     # --- reading -----------------------------------------------------------------
 
@@ -106,7 +137,7 @@ class Segment:
         fd = self._reader()
         parts, want = [], count
         while want:
-            part = os.pread(fd, want, position + count - want)
+            part = self.ops.pread(fd, want, position + count - want)
             if not part:
                 break
             parts.append(part)
@@ -120,7 +151,7 @@ class Segment:
         self,
         position: int,
         expected_offset: int | None,
-        max_payload_bytes: int,
+        max_batch_bytes: int,
         *,
         reading_offset: int | None = None,
     ) -> tuple[FrameHeader, bytes]:
@@ -130,12 +161,12 @@ class Segment:
         not wholly below the published size, or does not start at ``expected_offset``.
         """
         head = self.read_bytes(position, HEADER_SIZE)
-        status, header = inspect_frame(head, 0, max_payload_bytes)
+        status, header = inspect_frame(head, 0, max_batch_bytes)
         reason = status.value
         fits = header is not None and position + header.frame_bytes <= self.size
         if status is FrameStatus.SHORT_PAYLOAD and header is not None and fits:
             frame = self.read_bytes(position, header.frame_bytes)
-            status, header = inspect_frame(frame, 0, max_payload_bytes)
+            status, header = inspect_frame(frame, 0, max_batch_bytes)
             reason = status.value
             if status is FrameStatus.OK and header is not None:
                 if expected_offset is None or header.base_offset == expected_offset:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import google_crc32c
 
-from walrep.errors import CorruptLogError
-from walrep.log.config import LogConfig
-from walrep.log.frame import HEADER_SIZE, build_frame, decode_payload, encode_batch
-from walrep.log.fsutil import fsync_dir, remove_durably, write_atomic
+from walrep.errors import CorruptLogError, MalformedFrameError
+from walrep.log.frame import HEADER_SIZE, reframe_prefix
+from walrep.log.fsutil import DEFAULT_FILE_OPS, FileOps, fsync_dir, remove_durably, write_atomic
+from walrep.log.limits import LogLimits
 from walrep.log.segment import INDEX_SUFFIX, Segment, parse_segment_name, segment_name
 
 MARKER = "truncate.pending"
@@ -35,11 +35,18 @@ _MAGIC = b"WALT"
 
 
 def truncate_segments(
-    directory: Path, segments: list[Segment], offset: int, config: LogConfig
+    directory: Path,
+    segments: list[Segment],
+    offset: int,
+    limits: LogLimits,
+    compress_threshold_bytes: int,
+    ops: FileOps = DEFAULT_FILE_OPS,
 ) -> list[Segment]:
     """Cut the log so that ``offset`` is its end; returns the segments that remain.
 
-    The intent record stays: the caller cuts the epoch history, then ``finish_pending``.
+    ``limits`` are the log's read limits (the cut batch was written under them). The
+    intent record stays: the caller cuts the epoch history, then ``finish_pending``.
+    Everything kept is forced to disk on return.
     """
     keep = max(i for i, s in enumerate(segments) if s.base_offset <= offset)
     segment = segments[keep]
@@ -48,33 +55,34 @@ def truncate_segments(
     else:
         position = segment.locate(offset)
         header, frame = segment.read_frame(
-            position, None, config.max_payload_bytes, reading_offset=offset
+            position, None, limits.max_batch_bytes, reading_offset=offset
         )
         replacement = b""
         if header.base_offset < offset:
-            events = decode_payload(header, frame[HEADER_SIZE:], config.max_batch_bytes)
-            batch = encode_batch(
-                events[: offset - header.base_offset],
-                max_event_bytes=config.max_event_bytes,
-                max_batch_bytes=config.max_batch_bytes,
-                compress_threshold_bytes=config.compress_threshold_bytes,
-            )
-            replacement = build_frame(
-                batch,
-                base_offset=header.base_offset,
-                epoch=header.epoch,
-                ingest_time_ms=header.ingest_time_ms,
-            )
+            try:
+                replacement = reframe_prefix(
+                    header,
+                    memoryview(frame)[HEADER_SIZE:],
+                    offset,
+                    max_event_bytes=limits.max_event_bytes,
+                    max_batch_bytes=limits.max_batch_bytes,
+                    compress_threshold_bytes=compress_threshold_bytes,
+                )
+            except MalformedFrameError as e:
+                reason = f"the batch to cut does not decode: {e}"
+                raise CorruptLogError(
+                    str(segment.path), position, header.base_offset, reason
+                ) from e
     body = (
         _HEAD.pack(_MAGIC, 1, 0, offset, segment.base_offset, position, len(replacement))[9:]
         + replacement
     )
     crc = google_crc32c.value(body)
-    write_atomic(directory / MARKER, _MAGIC + b"\x01" + crc.to_bytes(4, "little") + body)
+    write_atomic(directory / MARKER, _MAGIC + b"\x01" + crc.to_bytes(4, "little") + body, ops)
     for later in segments[keep + 1 :]:
         later.close()
     segment.close()
-    _apply(directory, segment.base_offset, position, replacement)
+    _apply(directory, segment.base_offset, position, replacement, ops)
     segment.size = position + len(replacement)
     segment.end_offset = offset
     segment.index.cut(position)
@@ -83,7 +91,9 @@ def truncate_segments(
     return segments[: keep + 1]
 
 
-def _apply(directory: Path, segment_base: int, position: int, replacement: bytes) -> None:
+def _apply(
+    directory: Path, segment_base: int, position: int, replacement: bytes, ops: FileOps
+) -> None:
     """Delete later segments (newest first), cut the segment, write the replacement."""
     later = sorted(
         (base, name)
@@ -94,13 +104,14 @@ def _apply(directory: Path, segment_base: int, position: int, replacement: bytes
         (directory / name).unlink()
         (directory / f"{base:020d}{INDEX_SUFFIX}").unlink(missing_ok=True)
     (directory / f"{segment_base:020d}{INDEX_SUFFIX}").unlink(missing_ok=True)
-    fsync_dir(directory)
+    fsync_dir(directory, ops)
     fd = os.open(directory / segment_name(segment_base), os.O_WRONLY)
     try:
-        os.ftruncate(fd, position)
-        if replacement:
-            os.pwrite(fd, replacement, position)
-        os.fsync(fd)
+        ops.ftruncate(fd, position)
+        view = memoryview(replacement)
+        while view:
+            view = view[ops.pwrite(fd, view, position + len(replacement) - len(view)) :]
+        ops.fsync(fd)
     finally:
         os.close(fd)
 
@@ -131,7 +142,7 @@ def read_pending(directory: Path) -> PendingTruncation | None:
     return PendingTruncation(target, segment_base, position, data[_HEAD.size :])
 
 
-def redo_pending(directory: Path) -> int | None:
+def redo_pending(directory: Path, ops: FileOps = DEFAULT_FILE_OPS) -> int | None:
     """Apply a truncation a crash interrupted; returns its target offset, if any.
 
     The record stays until the caller has also cut the epoch history
@@ -140,10 +151,10 @@ def redo_pending(directory: Path) -> int | None:
     pending = read_pending(directory)
     if pending is None:
         return None
-    _apply(directory, pending.segment_base, pending.position, pending.replacement)
+    _apply(directory, pending.segment_base, pending.position, pending.replacement, ops)
     return pending.target_offset
 
 
-def finish_pending(directory: Path) -> None:
+def finish_pending(directory: Path, ops: FileOps = DEFAULT_FILE_OPS) -> None:
     """The truncation is complete everywhere (segments and epoch history): forget it."""
-    remove_durably(directory / MARKER)
+    remove_durably(directory / MARKER, ops)

@@ -1,11 +1,13 @@
 """``verify_log``: check a whole log directory without changing it (``walrep log verify``).
 
 Every frame of every segment goes through ``walk.walk_log`` (CRC, sequence, epochs
-non-decreasing, segments contiguous, payloads decode); then the files beside the
-segments: the sparse index of each sealed segment (open trusts a fresh one instead of
-scanning), the epoch history against the frames' epochs, a pending truncation intent,
-stale temp files. No lock is taken: a running node's log can be verified, though its
-newest segment may then show a write in progress as a torn tail.
+non-decreasing, segments contiguous, payloads decode), under the limits the directory
+records (a damaged limits file is corrupt, and the defaults are used; no file is
+information); then the files beside the segments: the sparse index of each sealed
+segment (open trusts a fresh one instead of scanning), the epoch history against the
+frames' epochs, the replica state (its checksum, a committed floor within the log), a
+pending truncation intent, stale temp files. No lock is taken: a running node's log can
+be verified, though its newest segment may then show a write in progress as a torn tail.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from walrep.errors import CorruptLogError
-from walrep.log.config import LogConfig
 from walrep.log.epochs import FILE_NAME, EpochEntry, EpochHistory
 from walrep.log.index import SparseIndex
+from walrep.log.limits import DEFAULT_LIMITS, LogLimits, load_limits
+from walrep.log.limits import FILE_NAME as LIMITS_FILE
+from walrep.log.replica_state import FILE_NAME as STATE_FILE
+from walrep.log.replica_state import ReplicaState, load_replica_state
 from walrep.log.segment import INDEX_SUFFIX, SUFFIX, parse_segment_name
 from walrep.log.truncate import MARKER, read_pending
 from walrep.log.walk import (
-    DEFAULT_CONFIG,
     CheckedFrame,
     Counts,
     Finding,
@@ -48,6 +52,8 @@ class VerifyReport:
     segments: tuple[SegmentStats, ...]
     findings: tuple[Finding, ...]
     epoch_history: tuple[EpochEntry, ...]
+    limits: LogLimits
+    replica_state: ReplicaState | None  # None: damaged (a finding says so)
 
     @property
     def status(self) -> VerifyStatus:
@@ -73,18 +79,24 @@ class VerifyReport:
 # --- verify: the walk plus the files beside the segments ---------------------------------
 
 
-def verify_log(directory: Path | str, config: LogConfig = DEFAULT_CONFIG) -> VerifyReport:
-    """Check every frame of every segment and the files beside them; change nothing."""
+def verify_log(directory: Path | str, limits: LogLimits | None = None) -> VerifyReport:
+    """Check every frame of every segment and the files beside them; change nothing.
+
+    ``limits`` default to those the directory records.
+    """
     path = Path(directory)
     findings: list[Finding] = []
+    if limits is None:
+        limits = _load_limits(path, findings)
     history = _load_history(path, findings)
+    state = _load_state(path, findings)
     epochs = _EpochCheck(history, path / FILE_NAME)
     stats: list[SegmentStats] = []
     current: _SegmentCheck | None = None
-    for item in walk_log(path, config):
+    for item in walk_log(path, limits):
         if isinstance(item, SegmentFile):
             if current is not None:
-                stats.append(current.finish(findings, config))
+                stats.append(current.finish(findings))
             current = _SegmentCheck(item)
         elif isinstance(item, CheckedFrame):
             assert current is not None
@@ -93,17 +105,54 @@ def verify_log(directory: Path | str, config: LogConfig = DEFAULT_CONFIG) -> Ver
             if finding is not None:
                 findings.append(finding)
         else:
-            if current is not None and item.kind is not FindingKind.INFO:
-                current.damaged = True
+            if current is not None and item.kind is FindingKind.CORRUPT:
+                current.damaged = True  # (a torn tail is cut by open: the end is known)
             findings.append(item)
     if current is not None:
-        stats.append(current.finish(findings, config))
+        stats.append(current.finish(findings))
         log_end = None if current.damaged else current.end_offset
         findings += epochs.after_walk(log_end)
+        findings += _check_floor(path / STATE_FILE, state, log_end)
     findings += _stray_files(path)
     findings = _apply_pending_truncation(path, findings)
     entries = history.entries if history is not None else ()
-    return VerifyReport(path, tuple(stats), tuple(findings), entries)
+    return VerifyReport(path, tuple(stats), tuple(findings), entries, limits, state)
+
+
+def _load_limits(directory: Path, findings: list[Finding]) -> LogLimits:
+    """The recorded limits; the defaults (and a finding) without a readable file."""
+    path = directory / LIMITS_FILE
+    try:
+        limits = load_limits(directory)
+    except CorruptLogError as e:
+        reason = f"{e.reason}: open will refuse the log; frames checked with the default limits"
+        findings.append(Finding(FindingKind.CORRUPT, path, 0, None, reason))
+        return DEFAULT_LIMITS
+    if limits is None:
+        reason = "no limits file (a log written before it existed): the default limits apply"
+        findings.append(_info(path, reason))
+        return DEFAULT_LIMITS
+    return limits
+
+
+def _load_state(directory: Path, findings: list[Finding]) -> ReplicaState | None:
+    path = directory / STATE_FILE
+    try:
+        return load_replica_state(directory) or ReplicaState()
+    except CorruptLogError as e:
+        findings.append(Finding(FindingKind.CORRUPT, path, 0, None, e.reason))
+        return None
+
+
+def _check_floor(path: Path, state: ReplicaState | None, log_end: int | None) -> list[Finding]:
+    """A committed floor above the log end: open refuses the log (committed events lost)."""
+    if state is None or log_end is None or state.committed_floor <= log_end:
+        return []
+    reason = (
+        f"committed floor {state.committed_floor} is above the log end {log_end}: committed "
+        "events are missing, open will refuse the log"
+    )
+    return [Finding(FindingKind.CORRUPT, path, None, log_end, reason)]
 
 
 @dataclass(slots=True)
@@ -124,13 +173,13 @@ class _SegmentCheck:
         self.stats.add(frame)
         self.frame_starts[frame.position] = frame.header.base_offset
 
-    def finish(self, findings: list[Finding], config: LogConfig) -> SegmentStats:
+    def finish(self, findings: list[Finding]) -> SegmentStats:
         if not self.segment.last:
-            findings += self._check_index(config)
+            findings += self._check_index()
         s = self.segment
         return SegmentStats(s.path, s.base_offset, s.file_bytes, self.stats.counts())
 
-    def _check_index(self, config: LogConfig) -> list[Finding]:
+    def _check_index(self) -> list[Finding]:
         """A sealed segment's index: open trusts a fresh one instead of scanning."""
         path = self.segment.path.with_suffix(INDEX_SUFFIX)
         if not path.exists():
@@ -138,7 +187,7 @@ class _SegmentCheck:
         size = self.segment.file_bytes
         loaded = SparseIndex.load(
             path,
-            config.index_interval_bytes,
+            1,  # the interval only matters to an index being built
             base_offset=self.segment.base_offset,
             segment_bytes=size,
         )
@@ -171,9 +220,6 @@ def _load_history(directory: Path, findings: list[Finding]) -> EpochHistory | No
         history = EpochHistory.load(directory)
     except CorruptLogError as e:
         findings.append(Finding(FindingKind.CORRUPT, path, 0, None, e.reason))
-        return None
-    except (ValueError, UnicodeDecodeError) as e:
-        findings.append(Finding(FindingKind.CORRUPT, path, 0, None, f"unreadable: {e}"))
         return None
     entries = history.entries
     for before, entry in itertools.pairwise(entries):

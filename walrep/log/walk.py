@@ -2,7 +2,8 @@
 
 Nothing here writes to the directory or takes its ``LOCK``, so it can read the log of a
 running node or a copy. Segment files are read whole and judged by the same pure
-scanner that recovery uses (``recovery.scan_segment``); every payload is decoded too.
+scanner that recovery uses (``recovery.scan_segment``), under the limits the log records
+(``limits.py``; the defaults for a log without the file); every payload is decoded too.
 
 ``walk_log`` yields, in log order, a ``SegmentFile`` before each segment, a
 ``CheckedFrame`` for every intact frame and a ``Finding`` for every problem. Unlike
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Final
 
 from walrep.errors import LogError, MalformedFrameError
-from walrep.log.config import LogConfig
 from walrep.log.frame import (
     FLAG_LZ4,
     HEADER_SIZE,
@@ -33,10 +33,10 @@ from walrep.log.frame import (
     FrameHeader,
     decode_payload,
 )
+from walrep.log.limits import DEFAULT_LIMITS, LogLimits, load_limits
 from walrep.log.recovery import Action, next_intact_frame, scan_segment
 from walrep.log.segment import SUFFIX, parse_segment_name
 
-DEFAULT_CONFIG: Final = LogConfig()
 # Findings reported per segment before the rest of a badly damaged segment is skipped.
 MAX_FINDINGS_PER_SEGMENT: Final = 20
 
@@ -203,19 +203,30 @@ def segment_files(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
+def read_limits(directory: Path) -> LogLimits:
+    """The limits recorded in ``directory`` (the defaults without a file).
+
+    ``CorruptLogError`` naming the file if it is damaged.
+    """
+    return load_limits(directory) or DEFAULT_LIMITS
+
+
 def walk_log(
     directory: Path,
-    config: LogConfig = DEFAULT_CONFIG,
+    limits: LogLimits | None = None,
     *,
     from_offset: int = 0,
     to_offset: int | None = None,
 ) -> Iterator[LogItem]:
     """Segments, intact frames and findings in log order (see the module docstring).
 
-    Segments wholly outside ``[from_offset, to_offset)`` (judged by their names) are not
-    read, and no continuity check is made across them.
+    ``limits`` default to the directory's (``read_limits``). Segments wholly outside
+    ``[from_offset, to_offset)`` (judged by their names) are not read, and no continuity
+    check is made across them.
     """
     files = segment_files(directory)
+    if limits is None:
+        limits = read_limits(directory)
     expected: int | None = None  # where the next segment must start, if known
     epoch = 0
     for i, (base, path) in enumerate(files):
@@ -237,11 +248,13 @@ def walk_log(
             what = f"offsets {expected}..{base - 1} missing" if base > expected else "overlap"
             reason = f"segment starts at offset {base}, previous one ends at {expected} ({what})"
             yield Finding(FindingKind.CORRUPT, path, 0, expected, reason)
-        expected, epoch = yield from _walk_segment(path, data, base, last, epoch, config)
+        expected, epoch = yield from _walk_segment(
+            path, data, base, last, epoch, limits.max_batch_bytes
+        )
 
 
 def _walk_segment(
-    path: Path, data: bytes, base: int, last: bool, epoch: int, config: LogConfig
+    path: Path, data: bytes, base: int, last: bool, epoch: int, max_batch_bytes: int
 ) -> Generator[LogItem, None, tuple[int | None, int]]:
     """One segment's frames and findings; returns (its end offset if known, last epoch)."""
     start, expected, findings = 0, base, 0
@@ -250,14 +263,14 @@ def _walk_segment(
             data[start:] if start else data,
             base_offset=expected,
             last_segment=last,
-            max_payload_bytes=config.max_payload_bytes,
+            max_batch_bytes=max_batch_bytes,
             prev_epoch=epoch,
         )
         for relative, header in result.frames:
             position = start + relative
             payload = data[position + HEADER_SIZE : position + header.frame_bytes]
             try:
-                events = decode_payload(header, payload, config.max_batch_bytes)
+                events = decode_payload(header, payload, max_batch_bytes)
             except MalformedFrameError as e:
                 reason = f"payload does not decode: {e}"
                 yield Finding(FindingKind.CORRUPT, path, position, header.base_offset, reason)
@@ -276,7 +289,7 @@ def _walk_segment(
             yield Finding(FindingKind.TORN_TAIL, path, position, stop.offset, reason)
             return result.end_offset, epoch
         findings += 1
-        resume = next_intact_frame(data, position + 1, config.max_payload_bytes)
+        resume = next_intact_frame(data, position + 1, max_batch_bytes)
         if resume is None or findings >= MAX_FINDINGS_PER_SEGMENT:
             note = "no intact frame follows" if resume is None else "too many findings"
             reason = f"{stop.reason}; rest of the segment not checked ({note})"

@@ -8,7 +8,9 @@ the next group. So the number of ``fdatasync`` calls follows the disk, not the c
 
 Bounded: at most ``pending_bytes_max`` bytes wait in the queue; an appender beyond
 that waits (backpressure) until the writer takes the queue. With the ``interval_ms``
-policy the writer also forces the log when it has been idle for the interval.
+policy the writer also calls ``interval_sync`` once per interval, busy or idle (it forces
+the log without holding the log's lock, see ``Wal._interval_sync``); so a lone append is
+forced within about one interval, without waiting for a next one.
 
 A ``Wal``'s async API is used from one event loop (the first one that appends).
 """
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,15 +55,16 @@ class GroupCommitter:
         write_group: Callable[[list[Pending]], list[Result]],
         *,
         pending_bytes_max: int,
-        idle_sync: Callable[[], None] | None,
-        idle_sync_interval_ms: int,
+        interval_sync: Callable[[], None] | None,
+        sync_interval_ms: int,
         on_written: Callable[[], None],
         name: str,
     ) -> None:
         self._write_group = write_group
         self._pending_bytes_max = pending_bytes_max
-        self._idle_sync = idle_sync
-        self._idle_sync_s = idle_sync_interval_ms / 1000
+        self._interval_sync = interval_sync
+        self._sync_interval_s = sync_interval_ms / 1000
+        self._sync_due = 0.0  # time.monotonic() of the next interval sync (writer thread)
         self._on_written = on_written
         self._name = name
         self._cond = threading.Condition()
@@ -92,6 +96,15 @@ class GroupCommitter:
             await waiter
         return await item.future
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop results are delivered on (None before the first request)."""
+        return self._loop
+
+    def bind_loop(self) -> asyncio.AbstractEventLoop:
+        """Use the running loop from now on (and start the writer thread)."""
+        return self._bind_loop()
+
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is None:
@@ -107,13 +120,11 @@ class GroupCommitter:
         """The writer thread."""
         loop = self._loop
         assert loop is not None
+        self._sync_due = time.monotonic() + self._sync_interval_s
         while True:
             with self._cond:
                 if not self._queue and not self._closing:
-                    woke = self._cond.wait(timeout=self._idle_sync_s if self._idle_sync else None)
-                    if not woke and not self._queue and self._idle_sync is not None:
-                        self._idle_sync_quietly()
-                        continue
+                    self._cond.wait(self._until_sync_s())
                 items, self._queue, self._queued_bytes = self._queue, [], 0
                 waiters, self._space_waiters = self._space_waiters, []
                 closing = self._closing
@@ -130,12 +141,20 @@ class GroupCommitter:
             elif closing:
                 _call_on(loop, _wake_all, [self._stopped])
                 return
+            self._sync_if_due()
 
-    def _idle_sync_quietly(self) -> None:
-        assert self._idle_sync is not None
+    def _until_sync_s(self) -> float | None:
+        if self._interval_sync is None:
+            return None
+        return max(0.0, self._sync_due - time.monotonic())
+
+    def _sync_if_due(self) -> None:
+        if self._interval_sync is None or time.monotonic() < self._sync_due:
+            return
+        self._sync_due = time.monotonic() + self._sync_interval_s
         try:
-            self._idle_sync()
-        except Exception as e:  # the log marked itself failed: the next append raises
+            self._interval_sync()
+        except Exception as e:  # the log marked itself failed: the next call raises
             log.error("%s: interval fsync failed: %s", self._name, e)
 
     def _resolve(self, items: list[Pending], results: list[Result]) -> None:
@@ -167,6 +186,21 @@ class GroupCommitter:
         self.request_close()
         if self._thread is not None:
             self._thread.join()
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop | None, callback: Callable[[], None]) -> None:
+    """Run ``callback`` on ``loop``'s thread: now if this is it (or there is no loop yet).
+
+    A closed loop has nobody waiting on it: the callback is dropped.
+    """
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is None or running is loop:
+        callback()
+    elif not loop.is_closed():
+        _call_on(loop, callback)
 
 
 def _call_on(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:

@@ -133,7 +133,9 @@ class LeaseMachine:
         """Time passed: fence at the deadline, start the next call when one is due."""
         actions: list[Action] = []
         if self.phase is Phase.LEADER and now_ms >= self.valid_until_ms:
-            actions.append(self._fence(f"no successful renew for {self.timing.valid_for_ms} ms"))
+            # Fence, and nothing else in this tick: the node demotes first (its own appends
+            # settle) and only then, ticking again as a follower, may try to acquire.
+            return [self._fence(f"no successful renew for {self.timing.valid_for_ms} ms")]
         if self._in_flight or now_ms < self._next_call_ms or self.phase is Phase.STOPPED:
             return actions
         if self.phase is Phase.LEADER:

@@ -29,6 +29,7 @@ from walrep.errors import PeerProtocolError
 _PREFIX: Final = struct.Struct("<II")
 _APPEND: Final = struct.Struct("<QQIQ")
 PREFIX_BYTES: Final = _PREFIX.size
+APPEND_HEADER_BYTES: Final = _APPEND.size
 DEFAULT_MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 
 

@@ -18,6 +18,7 @@ to send and storage actions for the shell. Ordering contracts:
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 from walrep.replica import auth
@@ -115,7 +116,7 @@ class Receiver:
         self.buffer_events_max = buffer_events_max  # seed: eventByteBufferQueueCapacity
         self.pending_bytes = 0
         self.pending_events = 0
-        self._pending: list[tuple[int, int, int]] = []  # (end, bytes, events) not yet durable
+        self._pending: deque[tuple[int, int, int]] = deque()  # (end, bytes, events), not durable
         self.phase = Phase.AWAIT_HELLO
         self.peer: str | None = None
 
@@ -247,7 +248,7 @@ class Receiver:
     ) -> list[ReceiverAction]:
         """Everything below ``end_offset`` is fsynced: acknowledge it (cumulative)."""
         while self._pending and self._pending[0][0] <= end_offset:
-            _, size, count = self._pending.pop(0)
+            _, size, count = self._pending.popleft()
             self.pending_bytes -= size
             self.pending_events -= count
         self.durable_end = max(self.durable_end, end_offset)

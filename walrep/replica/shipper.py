@@ -9,6 +9,13 @@ records for the coordinator, and the committed offset. Ordering contracts:
   ``min(local durable, acked)``. The standby counts while it is recorded in-sync, and
   also while a change of that record is on its way (both directions), so nothing is
   committed that an in-sync standby lacks.
+* ``acked`` belongs to the **current connection**: 0 until the handshake, then the
+  passive's durable end as it reported it (a passive that returns with a shorter or
+  empty log — replaced data directory, a repaired log, a restored backup — reports
+  less than it once acknowledged), then its Acks. The standby is recorded in sync only
+  after an Ack on the current connection reaches ``committed``. A standby recorded in
+  sync that returns without every committed event is recorded out of sync at once
+  (under both ``degrade`` and ``block``: it is no longer a copy of the committed log).
 * Standby lost (disconnect, or no progress for ``standby_timeout_ms``): with ``degrade``
   the standby is recorded **out of sync first** (``RecordInSync(False)``), and only once
   that is confirmed does the commit offset move on without it; with ``block`` it never
@@ -18,6 +25,8 @@ records for the coordinator, and the committed offset. Ordering contracts:
 * Divergence (KIP-101): after the handshake the passive's last epoch is answered with
   that epoch's end offset here; ``Truncate`` is sent until the passive's log is a
   prefix of ours, then streaming starts at its end.
+* Retention: ``log_start_moved`` tells it that the log now starts later; a passive that
+  needs offsets below the start gets ``Error(snapshot_needed)``.
 """
 
 from __future__ import annotations
@@ -134,12 +143,14 @@ class Shipper:
         self._last_progress_ms = 0
         self._last_sent_ms = 0
         self._lost_while_marking = False
+        self._out_when_marked = False  # lacks committed events: record out after marking in
         self._absent_since_ms: int | None = None  # first tick without a streaming standby
 
     # --- connection ------------------------------------------------------------------------
 
     def connected(self, now_ms: int, nonce: bytes) -> list[ShipperAction]:
         self.conn = Conn.AWAIT_CHALLENGE
+        self.acked = 0  # what this connection's passive holds is unknown until HelloOk
         self._nonce = nonce
         self._in_flight.clear()
         self._in_flight_bytes = 0
@@ -236,19 +247,28 @@ class Shipper:
         if agreed < passive_end:
             return [Send(Truncate(agreed))]
         if passive_end < self.log_start:  # retention removed what it needs
-            self.conn = Conn.DOWN
-            reason = f"passive at {passive_end}, log starts at {self.log_start}: needs a snapshot"
-            return [
-                Count("replication_snapshot_needed"),
-                Send(Error("snapshot_needed", reason)),
-                Close(reason, False),
-            ]
+            return self._snapshot_needed(passive_end)
         self.conn = Conn.STREAMING
         self._absent_since_ms = None
-        self.acked = max(self.acked, passive_end)
+        self.acked = passive_end  # this connection's: never an older connection's acks
         self._next_send = passive_end
         self._last_progress_ms = now_ms
-        return [*self._advance_commit(), *self._read_more()]
+        lacking: list[ShipperAction] = []
+        if passive_end < self.committed and self.standby_state is not Standby.OUT_OF_SYNC:
+            lacking = [Count("replication_standby_lacks_committed"), *self._record_out()]
+        # A passive that returns holding everything committed is in sync at once.
+        marking = self._maybe_mark_in_sync()
+        return [*lacking, *self._advance_commit(), *marking, *self._read_more()]
+
+    def _snapshot_needed(self, passive_at: int) -> list[ShipperAction]:
+        self.conn = Conn.DOWN
+        reason = f"passive at {passive_at}, log starts at {self.log_start}: needs a snapshot"
+        return [
+            Count("replication_snapshot_needed"),
+            Send(Error("snapshot_needed", reason)),
+            Close(reason, False),
+            *self._standby_lost(),
+        ]
 
     def _ack(self, ack: Ack, now_ms: int) -> list[ShipperAction]:
         if self.conn is Conn.SYNCING:
@@ -269,6 +289,13 @@ class Shipper:
         return [*self._advance_commit(), *self._maybe_mark_in_sync(), *self._read_more()]
 
     # --- data ---------------------------------------------------------------------------------
+
+    def log_start_moved(self, log_start: int) -> list[ShipperAction]:
+        """Retention deleted the log below ``log_start``: a passive behind it needs a snapshot."""
+        self.log_start = max(self.log_start, log_start)
+        if self.conn is Conn.STREAMING and self._next_send < self.log_start:
+            return self._snapshot_needed(self._next_send)
+        return []
 
     def log_grew(self, log_end: int) -> list[ShipperAction]:
         self.log_end = max(self.log_end, log_end)
@@ -335,10 +362,11 @@ class Shipper:
             self.config.ack_all
             and self.standby_state is Standby.OUT_OF_SYNC
             and self.standby
+            and self.conn is Conn.STREAMING  # acked is this connection's
             and self.acked >= self.committed
         ):
             self.standby_state = Standby.MARKING_IN
-            self._lost_while_marking = False
+            self._lost_while_marking = self._out_when_marked = False
             return [RecordInSync(self.standby, True)]
         return []
 
@@ -347,9 +375,18 @@ class Shipper:
             self._lost_while_marking = True
             return []
         if self.standby_state is Standby.IN_SYNC and self.config.degrade and self.standby:
-            self.standby_state = Standby.MARKING_OUT
-            return [Count("replication_standby_lost"), RecordInSync(self.standby, False)]
+            return [Count("replication_standby_lost"), *self._record_out()]
         return [Count("replication_standby_lost")] if self.standby_state is Standby.IN_SYNC else []
+
+    def _record_out(self) -> list[ShipperAction]:
+        """Record the standby out of sync (it counts for commits until that is confirmed)."""
+        if self.standby_state is Standby.MARKING_IN:
+            self._out_when_marked = True  # recorded out once the "in" record answers
+            return []
+        if self.standby_state is not Standby.IN_SYNC or not self.standby:
+            return []
+        self.standby_state = Standby.MARKING_OUT
+        return [RecordInSync(self.standby, False)]
 
     def in_sync_recorded(self, in_sync: bool, ok: bool) -> list[ShipperAction]:
         """The coordinator answered a ``RecordInSync``; not ok means the lease is gone."""
@@ -357,6 +394,9 @@ class Shipper:
             return []  # the node fences itself; commits stay frozen
         if in_sync:
             self.standby_state = Standby.IN_SYNC
+            if self._out_when_marked:
+                self._out_when_marked = False
+                return self._record_out()
             if self._lost_while_marking or self.conn is Conn.DOWN:
                 return self._standby_lost()
             return self._advance_commit()
