@@ -41,6 +41,7 @@ from walrep.errors import (
     OffsetOutOfRangeError,
 )
 from walrep.log.accept import check_batch, check_frames, fence
+from walrep.log.clock import wall_clock_ms
 from walrep.log.config import FsyncPolicy, LogConfig
 from walrep.log.durable import DurableListener, DurableNotifier
 from walrep.log.epochs import EpochHistory, MemoryEpochStore
@@ -59,7 +60,7 @@ from walrep.log.memdisk import DiskImage, MemorySegment, SegmentImage, recover_i
 from walrep.log.reader import LogReader
 from walrep.log.replica_state import ReplicaState
 from walrep.log.segment import needs_roll
-from walrep.log.types import AppendResult, RecoveryReport, StoredFrame, wall_clock_ms
+from walrep.log.types import AppendResult, RecoveryReport, StoredFrame
 
 __all__ = ["DiskImage", "MemoryLog", "SegmentImage"]
 

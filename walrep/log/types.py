@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from walrep.log.frame import HEADER_SIZE, Event, FrameHeader
@@ -69,8 +68,3 @@ class RecoveryReport:
         out += [f"index rebuilt: {p}" for p in self.indexes_rebuilt]
         out += [f"stale temp file removed: {p}" for p in self.temp_files_removed]
         return out
-
-
-def wall_clock_ms() -> int:
-    """The default clock of a log's ingest times: ms since the Unix epoch."""
-    return time.time_ns() // 1_000_000

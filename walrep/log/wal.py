@@ -44,6 +44,7 @@ from walrep.errors import (
     OffsetOutOfRangeError,
 )
 from walrep.log.accept import check_batch
+from walrep.log.clock import wall_clock_ms
 from walrep.log.config import FsyncPolicy, LogConfig
 from walrep.log.durable import DurableListener, DurableNotifier
 from walrep.log.epochs import EpochHistory
@@ -57,7 +58,7 @@ from walrep.log.replica_state import ReplicaState
 from walrep.log.replica_state import save_replica_state as write_replica_state
 from walrep.log.segment import Segment
 from walrep.log.truncate import finish_pending, truncate_segments
-from walrep.log.types import AppendResult, RecoveryReport, StoredFrame, wall_clock_ms
+from walrep.log.types import AppendResult, RecoveryReport, StoredFrame
 from walrep.log.writer import GroupCommitter, Pending, call_on_loop
 
 log = logging.getLogger(__name__)

@@ -162,10 +162,10 @@ class ActiveTerm:
             return
         if isinstance(outcome, WalrepError):
             self.uncommitted_events -= events
+            self.ctx.emit(Failed(request, outcome))  # refused (bad input), or our disk failed
             if isinstance(outcome, LogFailedError):
                 self.ctx.fatal(outcome)
                 return
-            self.ctx.emit(Failed(request, outcome))  # the request's fault: nothing written
             self._admit_queued()
             return
         heapq.heappush(self.waiters, _Waiter(outcome.end_offset, request, outcome, events))
