@@ -421,7 +421,10 @@ async def run_walrep(
     node = bench_node(root, "a")
     await node.start()
     await node.wait_until(lambda n: n.role is Role.ACTIVE, IN_SYNC_TIMEOUT_S)
-    follower = Follower("walrep", root)  # after the lease is ours: it can only be passive
+    # After the lease is ours, so it can only be passive; in a thread, because the follower's
+    # start-up (reading its port) must not block this loop: a store transaction of ours in
+    # flight would hold the SQLite lock that the follower's start-up waits for.
+    follower = await asyncio.to_thread(Follower, "walrep", root)
     batches, sizes = w.events, [len(f) for f in w.frames]
 
     def in_sync(n: Node) -> bool:

@@ -460,7 +460,7 @@ class Node:
             async with asyncio.timeout(effect.timeout_ms / 1000):
                 result = await run_store_op(self.store, s.group, s.node_id, effect.op)
         except (WalrepError, TimeoutError) as e:
-            log.warning("node %s: %s failed: %s", s.node_id, type(effect.op).__name__, e)
+            log.warning("node %s: %s failed: %r", s.node_id, type(effect.op).__name__, e)
         self._input(lambda now: self.core_.store_done(effect.call, result, now))
 
     async def _ticks(self) -> None:
