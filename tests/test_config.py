@@ -201,10 +201,9 @@ def test_seed_import_notes_every_ignored_key() -> None:
         assert key in text, key
     thread_pool = next(n for n in notes if "byteBufferExtractorThreadPoolSize" in n)
     assert "one asyncio loop" in thread_pool and "ignored" in thread_pool
-    persistence = next(n for n in notes if n.startswith("state.persistence"))
-    for key in ["enabled", "intervalInMin", "revisionsToKeep", "persistenceStore", "table"]:
-        assert key in persistence
-    assert "kept for later: state persistence is not configurable in this version" in persistence
+    # state.persistence is mapped now (tests/engine/test_snapshot_stores.py checks the
+    # values); only the unit change of intervalInMin is worth a note.
+    assert "state.persistence.intervalInMin (1): interval_s 60" in notes
     assert any("wso2.transport.http" in n and "siddhi" in n for n in notes)
 
 
@@ -217,7 +216,14 @@ def test_seed_import_writes_no_password_and_says_what_to_export() -> None:
     body = "\n".join(line for line in rendered.splitlines() if not line.startswith("#"))
     assert "password:" not in body
     assert all("password" not in d for d in config["datasources"])
-    assert "state_persistence" not in body  # not invented as a config key
+    assert config["state_persistence"] == {
+        "enabled": True,
+        "interval_s": 60,
+        "revisions_to_keep": 2,
+        "store": "db",
+        "datasource": "PERSISTENCE_DB",
+        "table": "PERSISTENCE_TABLE",
+    }
     assert any("export WALREP_DB_PASSWORD_WSO2_CLUSTER_DB=" in n for n in notes)
     # The rendered text is the config, its notes as comments.
     assert yaml.safe_load(rendered) == config

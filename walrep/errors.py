@@ -32,7 +32,14 @@ Tree::
       CoordinationError
       EngineError
         SnapshotError
+          SnapshotFencedError(epoch, fence_epoch)
+          SnapshotCorruptError
+          SnapshotTooLargeError(size, limit)
+          SnapshotNotFoundError
         NondeterminismError
+        AppDefinitionError
+        SinkError
+          SinkFencedError(sink, seen, current)
       ConfigError
       ClientError
 """
@@ -231,6 +238,85 @@ class SnapshotError(EngineError):
 
 class NondeterminismError(EngineError):
     """Replaying the log gave a different state digest than recorded."""
+
+
+class AppDefinitionError(EngineError):
+    """An app declares something invalid (an unknown stream or attribute, a bad type).
+
+    Raised while the app module runs; the loader adds the file name.
+    """
+
+
+class SinkError(EngineError):
+    """A sink could not write or deliver; the message names the operation and the target.
+
+    Retriable by default (a database or endpoint that is down); ``retriable=False`` for
+    what trying again cannot fix (a refused request, a value that does not fit a column).
+    """
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        self.retriable = retriable
+        super().__init__(message)
+
+
+class SinkFencedError(SinkError):
+    """A sink write under epoch ``seen``, lower than the ``current`` one its storage holds.
+
+    Nothing of the batch was written: a newer active owns the sink's tables.
+    """
+
+    def __init__(self, sink: str, seen: int, current: int) -> None:
+        self.sink = sink
+        self.seen = seen
+        self.current = current
+        super().__init__(
+            f"sink {sink!r} fenced: epoch {seen} is older than the stored epoch {current}",
+            retriable=False,
+        )
+
+
+class SnapshotFencedError(SnapshotError):
+    """A snapshot save under an epoch lower than one that already wrote to the store.
+
+    Not retriable: the writer is stale (a newer active exists); nothing was written.
+    """
+
+    retriable = False
+
+    def __init__(self, epoch: int, fence_epoch: int, where: str) -> None:
+        self.epoch = epoch
+        self.fence_epoch = fence_epoch
+        super().__init__(
+            f"snapshot refused by {where}: epoch {epoch} is older than epoch {fence_epoch}, "
+            "which already wrote to it"
+        )
+
+
+class SnapshotCorruptError(SnapshotError):
+    """Stored snapshot bytes that fail verification (magic, version, CRC, chunks, digest).
+
+    Not retriable: reading the same bytes again gives the same answer; recovery skips
+    the snapshot and uses an older revision.
+    """
+
+    retriable = False
+
+
+class SnapshotTooLargeError(SnapshotError):
+    """A snapshot over the configured maximum size; nothing was written or loaded."""
+
+    retriable = False
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes")
+
+
+class SnapshotNotFoundError(SnapshotError):
+    """No snapshot with this id (never written, or trimmed since it was listed)."""
+
+    retriable = False
 
 
 # --- configuration and client --------------------------------------------------------

@@ -58,6 +58,7 @@ async def test_a_graceful_stop_hands_over_without_waiting_for_the_ttl(tmp_path: 
         assert [s.step for s in b.steps] == [
             "fence_lower_epochs",
             "finish_log",
+            "catch_up",
             "open_ingest",
             "ship",
         ]

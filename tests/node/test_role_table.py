@@ -89,7 +89,13 @@ def test_only_the_active_accepts_appends_and_only_a_passive_receives() -> None:
 
 
 def test_the_promotion_order_is_the_designs() -> None:
-    assert PROMOTION_STEPS == ("fence_lower_epochs", "finish_log", "open_ingest", "ship")
+    assert PROMOTION_STEPS == (
+        "fence_lower_epochs",
+        "finish_log",
+        "catch_up",
+        "open_ingest",
+        "ship",
+    )
 
 
 def test_a_full_term_walks_the_table() -> None:

@@ -23,14 +23,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tests.sim.disk import SimDisk
+from tests.sim.engine import APPS, DIGEST_INTERVAL
 from tests.sim.settings import CLIENT_BATCHES_MAX, GROUP, WALL_CLOCK_BASE_MS, node_settings
 from tests.sim.world import run_now
+from walrep.engine.canonical import FORMAT_VERSION, digest_of
+from walrep.engine.core import DigestPoint, Engine
+from walrep.engine.types import SnapshotMeta
 from walrep.errors import WalrepError
 from walrep.log.frame import Event
 from walrep.log.types import AppendResult
 from walrep.node import effects as fx
+from walrep.node.apply import apply_committed
 from walrep.node.core import NodeCore
 from walrep.node.queue import EffectQueue
+from walrep.node.restore import log_epoch_before, refusal_for
+from walrep.node.retention import retention_floor
 from walrep.node.role import Role
 from walrep.node.stores import run_store_op
 
@@ -74,11 +81,13 @@ class Node:
         self.incarnation += 1
         self.up = True
         self.log = self.disk.log
+        self.engine = self._restore_engine()
         self.core = NodeCore(
             self.settings,
             self.log,
             now_ms=self.local_ms(),
             nonce=lambda: self.rng.randbytes(16),
+            applied=self.engine.applied,
         )
         self.effects = EffectQueue(self._carry_out, lambda: self.up)
         self.to_net: dict[int, int] = {}  # core connection id -> network connection id
@@ -89,6 +98,23 @@ class Node:
         self.answers_at_ms = 0  # when the last append's answer is delivered
         self.wake_ms = _FAR
         self.feed(self.core.start(self.local_ms()))
+
+    def _restore_engine(self) -> Engine:
+        """The newest snapshot this node can use (at or below what it holds as committed,
+        at or above its log start), verified; else a replay from 0."""
+        log = self.log
+        found = self.sim.snapshots.newest(self.usable_snapshot)
+        if found is not None:
+            meta, state = found
+            assert digest_of(state) == meta.digest, "the store verifies what it returns"
+            self.sim.count("engine_restored_from_snapshot")
+            return Engine.restore(APPS, state, digest_interval=DIGEST_INTERVAL)
+        if log.log_start > 0:
+            self.sim.no_state_source(self)
+        return Engine(APPS, digest_interval=DIGEST_INTERVAL)
+
+    def usable_snapshot(self, meta: SnapshotMeta) -> bool:
+        return refusal_for(meta, self.log) is None
 
     def crash(self) -> None:
         for cid in list(self.from_net):
@@ -229,6 +255,15 @@ class Node:
             except WalrepError as e:
                 error = e
             self.effects.push(core.truncated(error, now))
+        elif isinstance(effect, fx.Apply):
+            done = apply_committed(self.engine, log, effect.from_offset, effect.to_offset)
+            if isinstance(done, WalrepError):
+                self.effects.push(core.applied_to(effect.from_offset, done, now))
+                return
+            for out in done[1]:
+                if isinstance(out, DigestPoint):
+                    self.sim.on_digest(self, out)
+            self.effects.push(core.applied_to(done[0], None, now))
         elif isinstance(effect, fx.PersistState):
             log.save_replica_state(effect.state)
         elif isinstance(effect, fx.StoreCall):
@@ -243,6 +278,7 @@ class Node:
             self.sim.on_role(self, effect)
             if effect.new == Role.ACTIVE.value:
                 self.after(self.rng.randint(0, 30), "append", self._workload, effect.epoch)
+                self.after(self.rng.randint(50, 800), "snapshot", self._snapshot, effect.epoch)
         elif isinstance(effect, fx.Fatal):
             self.sim.on_fatal(self, effect.error)
         elif isinstance(effect, fx.StepDone | fx.Notice):
@@ -302,6 +338,31 @@ class Node:
             self._input(lambda now: self.core.submit(self.next_request, len(events), now))
         self.after(self.rng.randint(5, 60), "append", self._workload, epoch)
 
+    def _snapshot(self, epoch: int) -> None:
+        """Capture the engine (cheap, copy-on-write), encode it later while apply goes on
+        (as production does in a thread), save it fenced by the term's epoch."""
+        if self.role is not Role.ACTIVE or self.core.epoch != epoch:
+            return
+        capture = self.engine.begin_capture()
+        log_epoch = log_epoch_before(capture.applied, self.log.epochs.epoch_at)
+
+        def save() -> None:
+            state = capture.encode()
+            meta = SnapshotMeta(
+                capture.applied,
+                epoch,
+                digest_of(state),
+                capture.app_versions,
+                FORMAT_VERSION,
+                WALL_CLOCK_BASE_MS + self.local_ms(),
+                log_epoch,
+            )
+            if self.sim.snapshots.save(meta, state):
+                self.sim.count("snapshots_saved")
+
+        self.after(self.rng.choice([0, 1, 5, 30]), "snapshot encode", save)
+        self.after(self.rng.randint(200, 1500), "snapshot", self._snapshot, epoch)
+
     # --- operator actions --------------------------------------------------------------------
 
     def release(self, resume_after_ms: int) -> None:
@@ -311,12 +372,18 @@ class Node:
         self._input(self.core.force_takeover)
 
     def retention(self) -> int | None:
-        """Delete the log below what both nodes hold (the standby's acks on this
-        connection and the committed offset), as retention without snapshots may."""
+        """Delete the log as production's rule allows (``retention_floor``): below the
+        newest snapshot under the standby's acks and the persisted committed floor."""
         term = self.core.term
         if term is None or term.link is None:
             return None
-        keep = min(self.core.committed, term.shipper.acked)
+        keep = retention_floor(
+            committed_floor=self.log.replica_state.committed_floor,
+            standby_acked=term.shipper.acked,
+            snapshot_offsets=[
+                m.offset for m, _ in self.sim.snapshots.saved if self.usable_snapshot(m)
+            ],
+        )
         before = self.log.log_start
         if self.log.delete_before(keep) == before:
             return None

@@ -85,6 +85,9 @@ def test_faults_actually_happen(pool: ProcessPoolExecutor) -> None:
         "replication_standby_lost": 600,
         "replication_standby_timeout": 200,
         "events_acked": 450_000,
+        "engine_digests_checked": 40_000,
+        "engine_restored_from_snapshot": 800,
+        "snapshots_saved": 6000,
     }
     short = {k: (totals.get(k, 0), v) for k, v in minimum.items() if totals.get(k, 0) < v}
     assert not short, f"too few faults (got, wanted): {short}"
@@ -115,7 +118,11 @@ def test_the_same_seed_gives_the_same_trace() -> None:
 # 1023: frames refused 59 times in a row (see above).
 # 3338, 2396: simulator faults that hit a standby an in-flight record was making in sync,
 # and restored a backup of a history a forced takeover had written off.
-REGRESSION_SEEDS = [2234, 9169, 400, 1564, 1023, 3338, 2396]
+# 101482: a passive wiped late in the fault phase was still catching up (small windows)
+# when the quiet tail ended: the run now settles until it is in sync (SETTLE_MAX_MS).
+# 200368: a disk fault hit the only full copy after a forced takeover by an empty node
+# (a double failure): disk faults now spare the node that holds more than its peer.
+REGRESSION_SEEDS = [2234, 9169, 400, 1564, 1023, 3338, 2396, 101482, 200368]
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)

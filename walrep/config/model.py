@@ -176,6 +176,27 @@ class DeploymentSection(_Section):
     replication: ReplicationSection = ReplicationSection()
 
 
+class StatePersistenceSection(_Section):
+    """seed: state.persistence. Snapshots of engine state (docs/snapshots.md).
+
+    The numeric bounds repeat ``walrep.engine.snapshots.format`` (this package imports
+    nothing of the engine); a test keeps them equal.
+    """
+
+    enabled: bool = True  # seed: enabled
+    interval_s: int = Field(60, gt=0, le=7 * 86_400)  # seed: intervalInMin (x 60)
+    revisions_to_keep: int = Field(2, ge=1, le=1000)  # seed: revisionsToKeep
+    store: Literal["db", "file"] = "db"  # seed: persistenceStore (DB / FileSystem store)
+    datasource: str | None = None  # seed: config.datasource; None: cluster.datasource
+    # seed: config.table; <table>_chunks and <table>_fence too (63-char identifier limits)
+    table: str = Field("walrep_snapshots", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
+    directory: Path = Path("snapshots")  # file store; relative: under node.data_dir
+    digest_interval: int = Field(10_000, gt=0)  # offsets between digest-chain entries
+    max_snapshot_bytes: int = Field(1024**3, ge=1024 * 1024, le=4 * 1024**3)  # state bytes
+    chunk_bytes: int = Field(512 * 1024, ge=4 * 1024, le=4 * 1024 * 1024)  # per DB row
+    db_call_timeout_ms: int = Field(60_000, gt=0)  # one save, load or trim transaction
+
+
 def _default_datasources() -> list[DatasourceSection]:
     return [DatasourceSection(name=DEFAULT_DATASOURCE, url="sqlite+aiosqlite:///data/cluster.db")]
 
@@ -190,6 +211,7 @@ class WalrepConfig(BaseSettings):
     deployment: DeploymentSection = DeploymentSection()
     log: LogSection = LogSection()
     appends: AppendSection = AppendSection()
+    state_persistence: StatePersistenceSection = StatePersistenceSection()
     datasources: list[DatasourceSection] = Field(default_factory=_default_datasources)
     port_offset: int = Field(0, ge=0, le=10_000)
 
@@ -213,6 +235,9 @@ class WalrepConfig(BaseSettings):
             raise ValueError(
                 f"cluster.datasource {self.cluster.datasource!r} is not one of {names}"
             )
+        snapshots = self.state_persistence.datasource
+        if snapshots is not None and snapshots not in names:
+            raise ValueError(f"state_persistence.datasource {snapshots!r} is not one of {names}")
         return self
 
     def datasource(self, name: str) -> DatasourceSection:

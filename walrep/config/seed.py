@@ -87,14 +87,12 @@ _TIMING_KEYS = {  # walrep key -> seed key (under cluster.config.strategyConfig)
     "cluster.heartbeat_max_retry": "heartbeatMaxRetry",
     "cluster.event_polling_interval_ms": "eventPollingInterval",
 }
-_PERSISTENCE_LATER = {
+_PERSISTENCE = {  # seed key (under state.persistence) -> walrep key
     "enabled": "state_persistence.enabled",
-    "intervalInMin": "state_persistence.interval_s",
     "revisionsToKeep": "state_persistence.revisions_to_keep",
-    "persistenceStore": "state_persistence.store",
     "config.datasource": "state_persistence.datasource",
     "config.table": "state_persistence.table",
-    "config.location": "state_persistence.location",
+    "config.location": "state_persistence.directory",
 }
 # walrep key -> seed key, for error messages about the imported result.
 _ORIGINS = {
@@ -106,6 +104,9 @@ _ORIGINS = {
     "cluster.heartbeat_interval_ms": "cluster.config.strategyConfig.heartbeatInterval",
     "cluster.heartbeat_max_retry": "cluster.config.strategyConfig.heartbeatMaxRetry",
     "cluster.event_polling_interval_ms": "cluster.config.strategyConfig.eventPollingInterval",
+    "state_persistence.interval_s": "state.persistence.intervalInMin",
+    "state_persistence.store": "state.persistence.persistenceStore",
+    **{walrep: f"state.persistence.{seed}" for seed, walrep in _PERSISTENCE.items()},
     "deployment.type": "deployment.config.type",
     "deployment.passive_node_details_wait_timeout_ms": (
         "deployment.config.passiveNodeDetailsWaitTimeOutMillis"
@@ -473,13 +474,34 @@ class _Importer:
 
     def persistence(self) -> None:
         keys = self.section("state.persistence")
-        planned = [_PERSISTENCE_LATER[k] for k in keys if k in _PERSISTENCE_LATER]
-        reason = "kept for later: state persistence is not configurable in this version"
-        if planned:
-            names = ", ".join(p.removeprefix("state_persistence.") for p in planned)
-            reason += f" (planned: state_persistence.{{{names}}})"
-        for key, value in keys.items():
-            self.ignore("state.persistence", key, value, reason)
+        for seed_key, walrep_key in _PERSISTENCE.items():
+            if seed_key in keys:
+                self.put(walrep_key, keys.pop(seed_key))
+        if "intervalInMin" in keys:
+            minutes = keys.pop("intervalInMin")
+            seconds = minutes
+            if isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0:
+                seconds = max(round(minutes * 60), 1)
+                self.note(f"state.persistence.intervalInMin ({minutes}): interval_s {seconds}")
+            self.put("state_persistence.interval_s", seconds)  # else validation names the key
+        if "persistenceStore" in keys:
+            self.persistence_store(str(keys.pop("persistenceStore")))
+        self.rest("state.persistence", keys)
+
+    def persistence_store(self, class_name: str) -> None:
+        """Siddhi's store class -> ``db`` or ``file`` (walrep always writes full snapshots)."""
+        simple = class_name.rsplit(".", 1)[-1]
+        where = f"state.persistence.persistenceStore ({simple})"
+        if simple.endswith("DBPersistenceStore"):
+            store = "db"
+        elif simple.endswith("FileSystemPersistenceStore"):
+            store = "file"
+        else:
+            self.note(f"{where}: not a store walrep has; the default (db) applies")
+            return
+        self.put("state_persistence.store", store)
+        if simple.startswith("Incremental"):
+            self.note(f"{where}: store {store}; walrep writes full snapshots, not increments")
 
     def datasources(self) -> None:
         found = _lookup(self.seed, "wso2.datasources.dataSources")
@@ -677,7 +699,7 @@ def _why(error: ValidationError) -> str:
 
 
 def _ordered(config: dict[str, Any]) -> dict[str, Any]:
-    order = ["node", "port_offset", "cluster", "deployment", "datasources"]
+    order = ["node", "port_offset", "cluster", "deployment", "state_persistence", "datasources"]
     return {k: config[k] for k in order if k in config}
 
 

@@ -25,6 +25,7 @@ from walrep.node.active import ActiveTerm
 from walrep.node.context import LogState
 from walrep.node.effects import (
     Acquire,
+    Apply,
     Close,
     Effect,
     Failed,
@@ -64,7 +65,10 @@ class NodeCore:
         *,
         now_ms: int,
         nonce: Callable[[], bytes],
+        applied: int | None = None,
     ) -> None:
+        """``applied``: the engine's position (offsets ``[0, applied)`` applied, e.g. from a
+        restored snapshot), or None for a node without an engine (no ``Apply`` asked)."""
         self.settings = settings
         self.log = log
         self.metrics: Counter[str] = Counter()
@@ -93,6 +97,9 @@ class NodeCore:
         self._published_durable: int | None = None
         self._own_row_call: int | None = None
         self.failure: WalrepError | None = None
+        # The engine: offsets [0, applied) applied; one Apply in flight at a time.
+        self.applied = applied
+        self._apply_in_flight = False
 
     # --- what executors and operators read ---------------------------------------------
 
@@ -310,6 +317,23 @@ class NodeCore:
             self.term.frames_read(token, outcome)
         return self._take()
 
+    def applied_to(self, offset: int, error: WalrepError | None, now_ms: int) -> list[Effect]:
+        """``Apply`` finished: the engine applied ``[.., offset)``; an error fences the node
+        (the engine refused the log: a gap, or a splice across a truncation)."""
+        self._at(now_ms)
+        self._apply_in_flight = False
+        if error is not None:
+            self.fatal(error)
+            return self._take()
+        assert self.applied is not None and offset >= self.applied, (offset, self.applied)
+        self.applied = offset
+        self._advance_promotion()
+        return self._take()
+
+    def caught_up(self) -> bool:
+        """The engine (if any) has applied everything this node knows committed."""
+        return self.applied is None or self.applied >= self._apply_target()
+
     def truncated(self, error: WalrepError | None, now_ms: int) -> list[Effect]:
         self._at(now_ms)
         self.receiving.truncated(error)
@@ -467,15 +491,29 @@ class NodeCore:
         self.now_ms = now_ms
 
     def _take(self) -> list[Effect]:
-        """The effects of this input; fence first if the lease's validity has ended."""
+        """The effects of this input; fence first if the lease's validity has ended; then
+        ask the engine to apply what became committed."""
         if (
             self.role in (Role.PROMOTING, Role.ACTIVE)
             and self.lease.phase is lm.Phase.LEADER
             and self.now_ms >= self.lease.valid_until_ms
         ):
             self._lease_actions(self.lease.tick(self.now_ms))
+        self._request_apply()
         out, self._out = self._out, []
         return out
+
+    def _apply_target(self) -> int:
+        """Offsets below this are committed and durable here: the engine may apply them."""
+        return min(self.known_committed, self.log.durable_end)
+
+    def _request_apply(self) -> None:
+        if self.applied is None or self._apply_in_flight or self.role in _NO_APPLY:
+            return
+        target = self._apply_target()
+        if target > self.applied:
+            self._apply_in_flight = True
+            self._out.append(Apply(self.applied, target))
 
     def fire(self, event: Event, reason: str) -> None:
         change = self.roles.fire(event)
@@ -520,6 +558,9 @@ class NodeCore:
         if state != self._persisted:
             self._persisted = state
             self._out.append(PersistState(state))
+
+
+_NO_APPLY = frozenset({Role.STARTING, Role.FENCED, Role.STOPPED})
 
 
 def _rows(rows: list[object] | None) -> list[NodeRow] | None:

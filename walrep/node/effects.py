@@ -26,6 +26,9 @@ Ordering rules (in the spirit of raft's ``Ready``: persist before send), stated 
   it above the committed offset it knows (and the log refuses below its persisted floor).
 * ``Close(cid)`` ends a connection: nothing is sent on ``cid`` after it, and bytes still
   arriving on it are never fed back (executors drop them: connection ids are never reused).
+* ``Apply`` covers only offsets that are committed and durable in the local log, asked in
+  offset order, one at a time (the next only after ``applied_to`` reported the last):
+  the engine never sees an uncommitted offset, and state is reproducible from the log.
 * ``Fatal`` means the node failed locally (its own log or disk): the executor stops
   serving at once and reports the error; the core has already failed every waiter.
 """
@@ -103,6 +106,18 @@ class ReadFrames:
 @dataclass(frozen=True, slots=True)
 class Sync:
     """Force everything written to disk; report ``synced``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Apply:
+    """Apply the committed records ``[from_offset, to_offset)`` to the engine, in order.
+
+    The executor may apply fewer (a bounded chunk); it reports ``applied_to(offset)`` with
+    the engine's new position, and the core asks for the rest.
+    """
+
+    from_offset: int
+    to_offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +251,7 @@ Effect = (
     | AppendFrames
     | ReadFrames
     | Sync
+    | Apply
     | Truncate
     | PersistState
     | StoreCall

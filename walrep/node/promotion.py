@@ -59,6 +59,10 @@ def _run_step(core: NodeCore, name: str, epoch: int) -> bool:
             return False
         assert core.log.last_epoch <= epoch, (core.log.last_epoch, epoch)
         return True
+    if name == "catch_up":
+        # The engine applies every offset this node knows committed before it serves:
+        # nothing to do for a warm standby, a replay after a restore otherwise.
+        return core.caught_up()
     if name == "open_ingest":
         core.fire(Event.ACTIVATED, f"active under epoch {epoch}")
         return True

@@ -87,11 +87,13 @@ TRANSITIONS: Final[dict[tuple[Role, Event], Role | _Stay]] = {
 #                       connections) and persist the new epoch as the highest seen
 #   finish_log          wait for appends received as a passive, force the log, check that
 #                       no frame of the log is from a higher epoch than ours
+#   catch_up            the engine has applied every offset the node knows committed
+#                       (a warm standby: nothing to do; after a restart: the executor
+#                       restored a snapshot and replays the log after it). Sinks resume
+#                       from their own applied offsets once the node is active (executor).
 #   open_ingest         publishers may append from now on (the executor opens its ports)
 #   ship                start shipping to the peer (it connects when it is there)
-# The engine's steps (restore snapshot + replay to the committed end, resume sinks) go
-# between finish_log and open_ingest.
-PROMOTION_STEPS: Final = ("fence_lower_epochs", "finish_log", "open_ingest", "ship")
+PROMOTION_STEPS: Final = ("fence_lower_epochs", "finish_log", "catch_up", "open_ingest", "ship")
 
 # Roles in which the lease machine is ticked: it may acquire (PASSIVE) or must renew and
 # fence at its deadline (PROMOTING, ACTIVE). Not while DEMOTING: the node does not try to

@@ -41,7 +41,9 @@ from walrep.log.fsutil import FileOps
 from walrep.log.types import AppendResult
 from walrep.log.wal import Wal
 from walrep.node import effects as fx
+from walrep.node.apply import apply_committed
 from walrep.node.core import NodeCore
+from walrep.node.engine_host import EngineHost
 from walrep.node.queue import EffectQueue
 from walrep.node.reads import read_frames
 from walrep.node.role import Role
@@ -105,8 +107,12 @@ class Node:
         clock_ms: Callable[[], int] = monotonic_ms,
         own_store: bool = False,
         file_ops: FileOps | None = None,
+        engine: EngineHost | None = None,
     ) -> None:
         self.settings = settings
+        # The engine applies committed records (``Apply``) from its own position (a
+        # restored snapshot's offset, or 0); the host does its IO (walrep.node.engine_host).
+        self.engine_host = engine
         self.data_dir = Path(data_dir)
         self.store = store
         self._listen = listen
@@ -209,6 +215,8 @@ class Node:
 
     async def _start(self) -> None:
         self.wal = Wal.open(self.data_dir, self.settings.log, file_ops=self._file_ops)
+        if self.engine_host is not None:
+            await self.engine_host.open(self.wal, self.data_dir)
         await self.store.setup()
         if self._stop_requested():  # stop() came while the store was set up
             return
@@ -223,7 +231,11 @@ class Node:
         if not settings.advertised_port:
             settings = dataclasses.replace(settings, advertised_port=int(port))
         self.core = NodeCore(
-            settings, self.wal, now_ms=self._clock_ms(), nonce=lambda: os.urandom(NONCE_BYTES)
+            settings,
+            self.wal,
+            now_ms=self._clock_ms(),
+            nonce=lambda: os.urandom(NONCE_BYTES),
+            applied=self.engine_host.engine_.applied if self.engine_host is not None else None,
         )
         self.wal.add_durable_listener(lambda _end: self._input(self.core_.durable))
         self._spawn(self._ticks(), "tick loop")
@@ -244,8 +256,9 @@ class Node:
         if self._stopped.is_set():
             return
         self._input(self.core.stop)
-        # Let the release (and other store calls in flight) finish, bounded by their timeouts.
-        calls = [t for t in self._tasks if t.get_name().startswith("store ")]
+        # Let the release (and other store calls in flight) finish, bounded by their timeouts,
+        # and the engine's term see that the node stopped (its sink or snapshot call ends).
+        calls = [t for t in self._tasks if t.get_name().startswith(("store ", "engine term"))]
         if calls:
             await asyncio.wait(calls, timeout=self.settings.call_timeout_ms / 1000 + 0.5)
         await self._close_resources()
@@ -267,6 +280,8 @@ class Node:
                 await self.wal.aclose()
         if self._own_store:
             await self.store.close()
+        if self.engine_host is not None:
+            await self.engine_host.close()
         self._stopped.set()
         if self._changed is not None:
             _settle(self._changed, None)
@@ -277,6 +292,14 @@ class Node:
 
     def force_takeover(self) -> None:
         self._input(self.core_.force_takeover)
+
+    def log_start_moved(self) -> None:
+        """Retention deleted segments (``EngineHost``): tell the core."""
+        self._input(self.core_.log_start_moved)
+
+    def now_ms(self) -> int:
+        """The node's clock (what the core's deadlines are measured on)."""
+        return self._clock_ms()
 
     # --- appending ---------------------------------------------------------------------------
 
@@ -384,6 +407,18 @@ class Node:
             self._spawn(self._store_call(effect), f"store {type(effect.op).__name__}")
         elif isinstance(effect, fx.Sync):
             self._spawn(self._sync(), "sync")
+        elif isinstance(effect, fx.Apply):
+            host = self.engine_host
+            assert host is not None, "Apply without an engine"
+            done = apply_committed(host.engine_, wal, effect.from_offset, effect.to_offset)
+            error = done if isinstance(done, WalrepError) else None
+            if not isinstance(done, WalrepError):
+                try:
+                    host.on_outputs(done[1], active=core.role is Role.ACTIVE)
+                except WalrepError as e:  # the digest chain disagrees: nondeterminism
+                    error = e
+            applied = effect.from_offset if isinstance(done, WalrepError) else done[0]
+            self._effects.push(core.applied_to(applied, error, self._clock_ms()))
         elif isinstance(effect, fx.Truncate):
             refused: WalrepError | None = None
             try:
@@ -410,6 +445,8 @@ class Node:
         """Effects that only tell the outside something."""
         node = self.settings.node_id
         if isinstance(effect, fx.RoleChanged):
+            if effect.new == Role.ACTIVE.value and self.engine_host is not None:
+                self._spawn(self.engine_host.serve_term(self, effect.epoch), "engine term")
             log.info(
                 "node %s: %s -> %s (epoch %d): %s",
                 node,

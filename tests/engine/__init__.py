@@ -1,0 +1,1 @@
+"""Tests of walrep.engine: the deterministic core, its apps, snapshots and sinks."""

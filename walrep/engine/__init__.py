@@ -1,0 +1,1 @@
+"""walrep.engine: deterministic processing of committed events (see docs/engine.md)."""

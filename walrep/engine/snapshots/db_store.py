@@ -1,0 +1,371 @@
+"""Snapshots in a relational database (SQLite, MariaDB/MySQL, PostgreSQL).
+
+Tables (``<table>`` defaults to ``walrep_snapshots``), every row scoped by ``group_id``
+so that groups can share a database::
+
+    <table>_fence   (group_id, epoch, next_snapshot_id)      one row per group
+    <table>         (group_id, snapshot_id, snap_epoch, snap_offset, meta_json,
+                     chunk_count, blob_bytes, created_ms)     one header row per snapshot
+    <table>_chunks  (group_id, snapshot_id, chunk_index, data) the blob, in chunks
+
+A save is one transaction, in this order: lock the group's fence row (``FOR UPDATE``;
+``BEGIN IMMEDIATE`` on SQLite), compare its epoch with the snapshot's and refuse a
+lower one, raise the fence and take the next snapshot id, insert the chunks, insert the
+header row, commit. A trim locks the same row first, so a group's saves and trims take
+turns. Readers list header rows only, so a snapshot is visible when its header is, and
+the header commits with its chunks. A refused or failed save rolls back
+whole: no chunk, no header, no fence change.
+
+Driver errors become ``SnapshotError`` naming the operation (retriable unless our SQL
+is wrong); a stale epoch is ``SnapshotFencedError`` (not retriable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from walrep.db import for_update, guarded
+from walrep.engine.snapshots import format as fmt
+from walrep.engine.snapshots.store import SnapshotId, SnapshotInfo, newest_first_key
+from walrep.engine.types import SnapshotMeta
+from walrep.errors import (
+    CoordinationError,
+    SnapshotCorruptError,
+    SnapshotError,
+    SnapshotFencedError,
+    SnapshotNotFoundError,
+    SnapshotTooLargeError,
+)
+
+T = TypeVar("T")
+DEFAULT_TABLE = "walrep_snapshots"
+CALL_TIMEOUT_MS_DEFAULT = 60_000
+_ID = sa.String(128)
+_BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+_TRIM_BATCH = 500  # snapshot ids per DELETE ... IN (...)
+
+
+class DbSnapshotStore:
+    """The snapshots of one group in ``<table>`` tables; give it an engine of its own."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        group_id: str,
+        table: str = DEFAULT_TABLE,
+        chunk_bytes: int = fmt.CHUNK_BYTES_DEFAULT,
+        max_state_bytes: int = fmt.STATE_BYTES_MAX_DEFAULT,
+        call_timeout_ms: int = CALL_TIMEOUT_MS_DEFAULT,
+    ) -> None:
+        assert fmt.CHUNK_BYTES_MIN <= chunk_bytes <= fmt.CHUNK_BYTES_MAX, chunk_bytes
+        self.engine = engine
+        self.group_id = group_id
+        self.table = table
+        self.chunk_bytes = chunk_bytes
+        self.max_state_bytes = max_state_bytes
+        self.call_timeout_ms = call_timeout_ms
+        self._lock_rows = for_update(engine)
+        self._fence_ready = False
+        md = self.metadata = sa.MetaData()
+        self.fence_t = sa.Table(
+            f"{table}_fence",
+            md,
+            sa.Column("group_id", _ID, primary_key=True),
+            sa.Column("epoch", sa.BigInteger, nullable=False),
+            sa.Column("next_snapshot_id", sa.BigInteger, nullable=False),
+        )
+        self.header_t = sa.Table(
+            table,
+            md,
+            sa.Column("group_id", _ID, primary_key=True),
+            sa.Column("snapshot_id", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("snap_epoch", sa.BigInteger, nullable=False),
+            sa.Column("snap_offset", sa.BigInteger, nullable=False),
+            sa.Column("meta_json", _BLOB, nullable=False),
+            sa.Column("chunk_count", sa.Integer, nullable=False),
+            sa.Column("blob_bytes", sa.BigInteger, nullable=False),
+            sa.Column("created_ms", sa.BigInteger, nullable=False),
+        )
+        self.chunks_t = sa.Table(
+            f"{table}_chunks",
+            md,
+            sa.Column("group_id", _ID, primary_key=True),
+            sa.Column("snapshot_id", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("chunk_index", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("data", _BLOB, nullable=False),
+        )
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def _tx(self, what: str, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async def run() -> T:
+            async with self.engine.begin() as conn:
+                return await body(conn)
+
+        try:
+            return await guarded(f"{what} ({self.table})", run(), self.call_timeout_ms)
+        except CoordinationError as e:
+            error = SnapshotError(f"snapshot store: {e}")
+            error.retriable = e.retriable
+            raise error from e
+
+    def _where(self, table: sa.Table, snapshot_id: int | None = None) -> sa.ColumnElement[bool]:
+        clause = table.c.group_id == self.group_id
+        if snapshot_id is not None:
+            clause = sa.and_(clause, table.c.snapshot_id == snapshot_id)
+        return clause
+
+    # --- schema -----------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Create the tables if missing, then the group's fence row (both race-safe)."""
+
+        async def create(conn: AsyncConnection) -> None:
+            await conn.run_sync(self.metadata.create_all, checkfirst=True)
+
+        for attempt in range(3):  # two nodes starting together may race on CREATE TABLE
+            try:
+                await self._tx("create snapshot tables", create)
+                break
+            except SnapshotError as e:
+                if attempt == 2 or not isinstance(
+                    _driver_error(e), (OperationalError, ProgrammingError, IntegrityError)
+                ):
+                    raise
+        await self._ensure_fence("setup")
+
+    async def _ensure_fence(self, step: str) -> None:
+        """Insert the group's fence row in its own transaction, before any locking read.
+
+        (A ``SELECT ... FOR UPDATE`` of a missing row takes gap locks on InnoDB; two nodes
+        doing that and then inserting deadlock. A plain insert that loses the race fails
+        with a duplicate key, which means the row exists: fine.)
+        """
+        if self._fence_ready:
+            return
+
+        async def insert(conn: AsyncConnection) -> None:
+            found = (await conn.execute(sa.select(self.fence_t.c.epoch).where(self._fence))).first()
+            if found is None:
+                await conn.execute(
+                    sa.insert(self.fence_t).values(
+                        group_id=self.group_id, epoch=0, next_snapshot_id=1
+                    )
+                )
+
+        try:
+            await self._tx(f"{step}: create the group's snapshot fence row", insert)
+        except SnapshotError as e:
+            if not isinstance(_driver_error(e), IntegrityError):
+                raise
+        self._fence_ready = True
+
+    @property
+    def _fence(self) -> sa.ColumnElement[bool]:
+        return self._where(self.fence_t)
+
+    async def _lock_fence(self, conn: AsyncConnection) -> tuple[int, int]:
+        """The group's fence ``(epoch, next snapshot id)``, locked until this transaction ends."""
+        query = sa.select(self.fence_t.c.epoch, self.fence_t.c.next_snapshot_id).where(self._fence)
+        if self._lock_rows:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise SnapshotError(f"snapshot store {self.table}: the fence row is missing")
+        return int(row.epoch), int(row.next_snapshot_id)
+
+    # --- the protocol -----------------------------------------------------------------------
+
+    async def save(self, meta: SnapshotMeta, state: bytes) -> SnapshotId:
+        """One transaction: fence check and raise, chunks, then the header row."""
+        chunks = await asyncio.to_thread(
+            fmt.encode,
+            meta,
+            state,
+            chunk_bytes=self.chunk_bytes,
+            max_state_bytes=self.max_state_bytes,
+        )
+        meta_json = fmt.meta_to_json(meta)
+        blob_bytes = sum(len(c) for c in chunks)
+        await self._ensure_fence("save snapshot")
+
+        async def body(conn: AsyncConnection) -> int:
+            fence_epoch, snapshot_id = await self._lock_fence(conn)
+            if meta.epoch < fence_epoch:
+                raise SnapshotFencedError(meta.epoch, fence_epoch, f"table {self.table}")
+            await conn.execute(
+                sa.update(self.fence_t)
+                .where(self._fence)
+                .values(epoch=meta.epoch, next_snapshot_id=snapshot_id + 1)
+            )
+            for index, chunk in enumerate(chunks):  # one row per statement: bounded packets
+                await conn.execute(
+                    sa.insert(self.chunks_t).values(
+                        group_id=self.group_id,
+                        snapshot_id=snapshot_id,
+                        chunk_index=index,
+                        data=blob_value(self.engine, chunk),
+                    )
+                )
+            await conn.execute(
+                sa.insert(self.header_t).values(
+                    group_id=self.group_id,
+                    snapshot_id=snapshot_id,
+                    snap_epoch=meta.epoch,
+                    snap_offset=meta.offset,
+                    meta_json=blob_value(self.engine, meta_json),
+                    chunk_count=len(chunks),
+                    blob_bytes=blob_bytes,
+                    created_ms=meta.created_ms,
+                )
+            )
+            return snapshot_id
+
+        return SnapshotId(str(await self._tx("save snapshot", body)))
+
+    async def list(self) -> list[SnapshotInfo]:
+        h = self.header_t
+
+        async def body(conn: AsyncConnection) -> list[Any]:
+            query = sa.select(h.c.snapshot_id, h.c.snap_epoch, h.c.snap_offset, h.c.meta_json)
+            return list(await conn.execute(query.where(self._where(h))))
+
+        rows = await self._tx("list snapshots", body)
+        rows.sort(
+            key=lambda r: newest_first_key(r.snap_epoch, r.snap_offset, r.snapshot_id),
+            reverse=True,
+        )
+        return [
+            SnapshotInfo(
+                SnapshotId(str(r.snapshot_id)),
+                int(r.snap_epoch),
+                int(r.snap_offset),
+                _meta_or_none(bytes(r.meta_json)),
+            )
+            for r in rows
+        ]
+
+    async def load(self, snapshot_id: SnapshotId) -> tuple[SnapshotMeta, bytes]:
+        number = _parse_id(snapshot_id, self.table)
+        limit = fmt.blob_bytes_max(self.max_state_bytes)
+        h, c = self.header_t, self.chunks_t
+
+        async def body(conn: AsyncConnection) -> tuple[Any, list[bytes]]:
+            header = (await conn.execute(sa.select(h).where(self._where(h, number)))).first()
+            if header is None:
+                raise SnapshotNotFoundError(f"no snapshot {snapshot_id} in {self.table}")
+            if header.blob_bytes > limit:
+                raise SnapshotTooLargeError(f"snapshot {snapshot_id}", header.blob_bytes, limit)
+            query = (
+                sa.select(c.c.chunk_index, c.c.data)
+                .where(self._where(c, number))
+                .order_by(c.c.chunk_index)
+            )
+            rows = list(await conn.execute(query))
+            if [r.chunk_index for r in rows] != list(range(header.chunk_count)):
+                # Trimmed under us (READ COMMITTED reads each statement anew)? Then not damage.
+                again = await conn.execute(sa.select(h.c.snapshot_id).where(self._where(h, number)))
+                if again.first() is None:
+                    raise SnapshotNotFoundError(f"snapshot {snapshot_id} was trimmed meanwhile")
+                found = [r.chunk_index for r in rows]
+                raise SnapshotCorruptError(
+                    f"snapshot {snapshot_id} in {self.table}: chunks {_ranges(found)} found, "
+                    f"its header row says {header.chunk_count}"
+                )
+            return header, [bytes(r.data) for r in rows]
+
+        header, chunks = await self._tx("load snapshot", body)
+        where = f"snapshot {snapshot_id} in {self.table}"
+        try:
+            meta, state = await asyncio.to_thread(
+                fmt.decode, chunks, max_state_bytes=self.max_state_bytes
+            )
+        except SnapshotCorruptError as e:
+            raise SnapshotCorruptError(f"{where}: {e}") from e
+        indexed = (int(header.snap_epoch), int(header.snap_offset))
+        if _meta_or_none(bytes(header.meta_json)) != meta or indexed != (meta.epoch, meta.offset):
+            raise SnapshotCorruptError(f"{where}: the header row does not match the snapshot")
+        return meta, state
+
+    async def trim(self, keep: int) -> int:
+        assert keep >= 1, keep
+        h, c = self.header_t, self.chunks_t
+        await self._ensure_fence("trim snapshots")
+
+        async def body(conn: AsyncConnection) -> int:
+            await self._lock_fence(conn)  # trims and saves of a group take turns
+            query = sa.select(h.c.snapshot_id, h.c.snap_epoch, h.c.snap_offset)
+            rows = list(await conn.execute(query.where(self._where(h))))
+            rows.sort(
+                key=lambda r: newest_first_key(r.snap_epoch, r.snap_offset, r.snapshot_id),
+                reverse=True,
+            )
+            doomed = [int(r.snapshot_id) for r in rows[keep:]]
+            for start in range(0, len(doomed), _TRIM_BATCH):
+                batch = doomed[start : start + _TRIM_BATCH]
+                for table in (c, h):
+                    await conn.execute(
+                        sa.delete(table).where(self._where(table), table.c.snapshot_id.in_(batch))
+                    )
+            return len(doomed)
+
+        return await self._tx("trim snapshots", body)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def blob_value(engine: AsyncEngine, data: bytes) -> Any:
+    """``data`` as a value for a binary column of ``engine``'s database.
+
+    On MySQL/MariaDB it goes as hex text through ``UNHEX``: aiomysql 0.3 cannot send
+    ``bytes`` parameters with PyMySQL >= 1.2 (it calls a helper PyMySQL removed), and hex
+    is also what PyMySQL itself sends (``_binary X'..'``), so the packet budget of
+    ``format`` (twice the chunk) holds either way.
+    """
+    if engine.dialect.name == "mysql":
+        return sa.func.unhex(data.hex())
+    return data
+
+
+def _driver_error(error: SnapshotError) -> BaseException | None:
+    """The driver's exception under a translated error (SnapshotError <- Coordination <- it)."""
+    cause = error.__cause__
+    return cause.__cause__ if cause is not None else None
+
+
+def _meta_or_none(meta_json: bytes) -> SnapshotMeta | None:
+    try:
+        return fmt.meta_from_json(meta_json)
+    except SnapshotCorruptError:
+        return None
+
+
+def _parse_id(snapshot_id: str, table: str) -> int:
+    if not snapshot_id.isdigit() or len(snapshot_id) > 19:
+        raise SnapshotNotFoundError(f"{snapshot_id!r} is not a snapshot id of {table}")
+    return int(snapshot_id)
+
+
+def _ranges(indexes: Sequence[int]) -> str:
+    """``0-3, 5`` for [0, 1, 2, 3, 5]; ``none`` for []."""
+    if not indexes:
+        return "none"
+    parts: list[str] = []
+    start = prev = indexes[0]
+    for i in [*indexes[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)

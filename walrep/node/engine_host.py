@@ -1,0 +1,328 @@
+"""The engine's IO in the node process: restore, digest chain, snapshots, sinks, retention.
+
+The decisions are made elsewhere, once: *what* the engine applies and when (the core's
+``Apply`` effects, ``walrep.node.apply``), *which* snapshot a node may restore
+(``walrep.node.restore``), *how much* log may be deleted (``walrep.node.retention``),
+exactly-once writes (the fenced stores and sinks). This module only does the IO, as the
+simulator does its own (``tests/sim/engine.py``). Ordering contracts:
+
+* **restore before the core starts**: ``open`` loads the newest snapshot this node may
+  use (its digest verified by the store), or starts from 0, before the core is built,
+  so the core's first ``Apply`` continues from the engine's position;
+* **digest chain**: every ``DigestPoint`` is appended to ``digests.ndjson`` in the data
+  directory (``{"offset", "digest"}``; a point already recorded is compared instead: a
+  different digest for the same offset is a ``NondeterminismError`` that fences the node);
+* **snapshots only on the active, under its epoch**: capture on the loop (copy-on-write,
+  cheap), encode in a thread while apply goes on, then ``save_then_trim``: nothing is
+  trimmed unless the save succeeded; a failure is logged, counted
+  (``snapshot_failures``) and retried at the next interval;
+* **sinks only on the active, only under a valid lease**: on promotion each sink resumes
+  after its own applied offset (behind the engine: every current row is written once,
+  absolute values, so an upsert sink ends equal); then the rows changed since;
+* **retention after a successful snapshot**: ``retention_floor`` over the snapshots this
+  node may restore, the standby's acks and every sink's applied offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from walrep.engine.app import App
+from walrep.engine.canonical import FORMAT_VERSION, digest_of
+from walrep.engine.core import DigestPoint, Engine, EngineOutput
+from walrep.engine.sinks.base import Output, Sink, SinkBatch
+from walrep.engine.snapshots.store import SnapshotStore, load_newest_valid, save_then_trim
+from walrep.engine.types import AggRow, SnapshotMeta
+from walrep.errors import EngineError, NondeterminismError, WalrepError
+from walrep.log.wal import Wal
+from walrep.node.restore import log_epoch_before, refusal_for
+from walrep.node.retention import retention_floor
+from walrep.node.role import Role
+
+if TYPE_CHECKING:
+    from walrep.node.runtime import Node
+
+log = logging.getLogger("walrep.engine")
+
+DIGESTS_FILE = "digests.ndjson"
+SINK_INTERVAL_S = 0.2
+PENDING_OUTPUTS_MAX = 100_000  # app outputs waiting for the sinks (beyond: the sinks lag)
+
+
+class EngineHost:
+    """One node's engine and what it does with the world (see the module docstring)."""
+
+    def __init__(
+        self,
+        apps: Sequence[App],
+        *,
+        store: SnapshotStore | None = None,
+        sinks: Sequence[Sink] = (),
+        snapshot_interval_s: float = 60.0,
+        revisions_to_keep: int = 2,
+        digest_interval: int = 10_000,
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.apps = list(apps)
+        self.store = store
+        self.sinks = list(sinks)
+        self.snapshot_interval_s = snapshot_interval_s
+        self.revisions_to_keep = revisions_to_keep
+        self.digest_interval = digest_interval
+        self._wall_clock_ms = wall_clock_ms
+        self.engine: Engine | None = None
+        self.metrics: Counter[str] = Counter()
+        self.last_snapshot: SnapshotMeta | None = None
+        self.last_capture_pause_ms = 0.0
+        self._digests_path: Path | None = None
+        self._last_digest_offset = -1
+        self._outputs: list[EngineOutput] = []
+
+    @property
+    def engine_(self) -> Engine:
+        assert self.engine is not None, "EngineHost.open first"
+        return self.engine
+
+    # --- start --------------------------------------------------------------------------
+
+    async def open(self, wal: Wal, data_dir: Path) -> Engine:
+        """Restore the engine: the newest snapshot this node may use, else from 0."""
+        self._digests_path = data_dir / DIGESTS_FILE
+        self._last_digest_offset = _last_recorded_offset(self._digests_path)
+        engine = await self._restore(wal)
+        if engine is None:
+            if wal.log_start > 0:
+                raise EngineError(
+                    f"the log in {wal.directory} starts at {wal.log_start} and no snapshot "
+                    "this node may restore is left: rebuild this node from its peer"
+                )
+            engine = Engine(self.apps, digest_interval=self.digest_interval)
+        self.engine = engine
+        return engine
+
+    async def _restore(self, wal: Wal) -> Engine | None:
+        if self.store is None:
+            return None
+        await self.store.setup()
+
+        def accept(meta: SnapshotMeta) -> bool:
+            usable = refusal_for(meta, wal) is None
+            return usable and meta.app_versions == _versions(self.apps)
+
+        def skipped(snapshot: str, reason: str) -> None:
+            self.metrics["snapshots_damaged"] += 1
+            log.warning("snapshot %s is damaged, an older one is used: %s", snapshot, reason)
+
+        found = await load_newest_valid(self.store, accept, on_skip=skipped)
+        if found is None:
+            return None
+        meta, state, _ = found
+        log.info(
+            "engine restored from the snapshot at offset %d (epoch %d)", meta.offset, meta.epoch
+        )
+        self.last_snapshot = meta
+        return Engine.restore(self.apps, state, digest_interval=self.digest_interval)
+
+    # --- what Apply produced ------------------------------------------------------------
+
+    def on_outputs(self, outputs: Sequence[object], active: bool) -> None:
+        """The engine's outputs of one ``Apply``: digest points and app outputs (kept for
+        the sinks on the active; a passive forgets them, and what changed)."""
+        if not active:
+            self.drop_changes()
+        for out in outputs:
+            if isinstance(out, DigestPoint):
+                self._record_digest(out)
+            elif isinstance(out, EngineOutput) and self.sinks and active:
+                if len(self._outputs) >= PENDING_OUTPUTS_MAX:
+                    self.metrics["sink_outputs_dropped_behind"] += 1
+                    continue  # the sinks resume from their own offsets: rows stay absolute
+                self._outputs.append(out)
+
+    def _record_digest(self, point: DigestPoint) -> None:
+        path = self._digests_path
+        assert path is not None
+        if point.offset <= self._last_digest_offset:
+            recorded = _recorded_digest(path, point.offset)
+            if recorded is not None and recorded != point.digest:
+                raise NondeterminismError(
+                    f"the engine's digest at offset {point.offset} is {point.digest}, "
+                    f"{path} recorded {recorded}: the same records gave another state"
+                )
+            return
+        line = orjson.dumps({"offset": point.offset, "digest": point.digest}) + b"\n"
+        with path.open("ab") as f:
+            f.write(line)
+        self._last_digest_offset = point.offset
+
+    # --- the active's work ----------------------------------------------------------------
+
+    async def serve_term(self, node: Node, epoch: int) -> None:
+        """Snapshots and sinks while ``node`` is active under ``epoch``. A sink or store
+        failure is logged, counted and retried; it never stops the node."""
+        sinks_ready = False
+        next_snapshot = time.monotonic() + self.snapshot_interval_s
+        while _still_active(node, epoch):
+            try:
+                if not sinks_ready:
+                    await self._resume_sinks(node, epoch)
+                    sinks_ready = True
+                else:
+                    await self._feed_sinks(node, epoch)
+            except WalrepError as e:
+                sinks_ready = False  # rows are absolute: resuming rewrites them all
+                self.metrics["sink_failures"] += 1
+                log.error("sink write up to offset %d failed: %s", self.engine_.applied, e)
+            if self.store is not None and time.monotonic() >= next_snapshot:
+                await self.snapshot(node, epoch)
+                next_snapshot = time.monotonic() + self.snapshot_interval_s
+            await asyncio.sleep(SINK_INTERVAL_S)
+
+    async def snapshot(self, node: Node, epoch: int) -> SnapshotMeta | None:
+        """Capture, encode off the loop, save fenced by ``epoch``, trim, then retention."""
+        assert self.store is not None
+        engine, wal = self.engine_, node.log
+        started = time.perf_counter()
+        capture = engine.begin_capture()
+        self.last_capture_pause_ms = (time.perf_counter() - started) * 1000
+        log_epoch = log_epoch_before(capture.applied, wal.epochs.epoch_at)
+        try:
+            state = await asyncio.to_thread(capture.encode)
+            meta = SnapshotMeta(
+                capture.applied,
+                epoch,
+                digest_of(state),
+                capture.app_versions,
+                FORMAT_VERSION,
+                self._wall_clock_ms(),
+                log_epoch,
+            )
+            await save_then_trim(self.store, meta, state, self.revisions_to_keep)
+        except WalrepError as e:  # the store is down, or a newer epoch fenced us out
+            self.metrics["snapshot_failures"] += 1
+            log.error("snapshot at offset %d failed (retried later): %s", capture.applied, e)
+            return None
+        self.metrics["snapshots_saved"] += 1
+        self.last_snapshot = meta
+        try:
+            await self._retain(node)
+        except WalrepError as e:
+            self.metrics["retention_failures"] += 1
+            log.error("retention after the snapshot at offset %d failed: %s", meta.offset, e)
+        return meta
+
+    async def _retain(self, node: Node) -> None:
+        assert self.store is not None
+        wal, core = node.log, node.core_
+        snapshots = await self.store.list()
+        usable = [i.offset for i in snapshots if i.meta and refusal_for(i.meta, wal) is None]
+        term = core.term
+        acked = term.shipper.acked if term is not None and term.link is not None else None
+        sink_offsets = [await s.applied_offset() for s in self.sinks]
+        floor = retention_floor(
+            committed_floor=wal.replica_state.committed_floor,
+            standby_acked=acked,
+            sink_applied=sink_offsets,
+            snapshot_offsets=usable,
+        )
+        if floor > wal.log_start:
+            before = wal.log_start
+            if wal.delete_before(floor) > before:
+                node.log_start_moved()
+
+    async def _resume_sinks(self, node: Node, epoch: int) -> None:
+        engine = self.engine_
+        for sink in self.sinks:
+            await sink.setup(engine.schemas())
+            if await sink.applied_offset() < engine.applied and _holds(node, epoch):
+                rows = _all_rows(engine)
+                await sink.write(SinkBatch(epoch, engine.applied, rows, ()))
+        engine.changed_rows()  # what changed before now is written
+        self._outputs = [o for o in self._outputs if o.offset >= engine.applied]
+
+    async def _feed_sinks(self, node: Node, epoch: int) -> None:
+        engine = self.engine_
+        rows = engine.changed_rows()
+        outputs, self._outputs = self._outputs, []
+        if not self.sinks or not (rows or outputs) or not _holds(node, epoch):
+            return
+        batch = SinkBatch(
+            epoch,
+            engine.applied,
+            rows,
+            [Output((o.offset, o.index), o.app, o.stream, o.attributes) for o in outputs],
+        )
+        for sink in self.sinks:
+            await sink.write(batch)
+
+    async def close(self) -> None:
+        """Close the snapshot store and the sinks (the node has stopped)."""
+        for sink in self.sinks:
+            with contextlib.suppress(WalrepError):
+                await sink.close()
+        if self.store is not None:
+            with contextlib.suppress(WalrepError):
+                await self.store.close()
+
+    def drop_changes(self) -> None:
+        """On the passive: nothing is written to sinks, so forget what changed."""
+        if self.engine is not None:
+            self.engine.changed_rows()
+        self._outputs.clear()
+
+
+def _versions(apps: Sequence[App]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((a.name, a.version) for a in apps))
+
+
+def _still_active(node: Node, epoch: int) -> bool:
+    return node.role is Role.ACTIVE and node.epoch == epoch
+
+
+def _holds(node: Node, epoch: int) -> bool:
+    """Sink outputs, like acks, only under a valid lease of this term."""
+    core = node.core
+    return core is not None and _still_active(node, epoch) and core.holds_lease_at(node.now_ms())
+
+
+def _all_rows(engine: Engine) -> list[AggRow]:
+    rows: list[AggRow] = []
+    for schema in engine.schemas():
+        agg = engine.aggregation(schema.name)
+        for duration in schema.durations:
+            rows += agg.rows(duration, -(2**62), 2**62)
+    return rows
+
+
+def _last_recorded_offset(path: Path) -> int:
+    if not path.exists():
+        return -1
+    last = -1
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                last = int(orjson.loads(line)["offset"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                break  # a torn last line: what came before stands
+    return last
+
+
+def _recorded_digest(path: Path, offset: int) -> str | None:
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return None
+            if doc.get("offset") == offset:
+                return str(doc["digest"])
+    return None
