@@ -109,7 +109,12 @@ class Node:
             assert digest_of(state) == meta.digest, "the store verifies what it returns"
             self.sim.count("engine_restored_from_snapshot")
             return Engine.restore(APPS, state, digest_interval=DIGEST_INTERVAL)
-        if log.log_start > 0:
+        if log.log_start > 0 and self.lost_data:
+            # A disk fault took the log after the last snapshot it could use (seed 300164):
+            # the engine cannot start (the node fences, naming it) until an operator
+            # rebuilds the node; bootstrapping a node from a snapshot is not built yet.
+            self.sim.count("engine_unrecoverable_after_disk_fault")
+        elif log.log_start > 0:
             self.sim.no_state_source(self)
         return Engine(APPS, digest_interval=DIGEST_INTERVAL)
 
