@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -354,3 +355,9 @@ async def test_an_unreachable_database_is_a_retriable_sink_error(
             assert "rdbms sink 'rdbms'" in str(e.value) and "table wt_unreachable_" in str(e.value)
     finally:
         await sink.close()
+        # aiosqlite's worker thread of a failed connect may still be handing back its
+        # last result: wait for it to end (the positive signal) before this test's loop
+        # closes, or it reports "Event loop is closed" in whichever test runs next.
+        for thread in threading.enumerate():
+            if "_connection_worker_thread" in thread.name:
+                await asyncio.to_thread(thread.join, 5)
