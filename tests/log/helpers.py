@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
-from walrep.log import Event, FsyncPolicy, LogConfig, Record, Wal
+from walrep.log import Event, FileOps, FsyncPolicy, LogConfig, Record, Wal
 from walrep.log.frame import HEADER_SIZE, FrameStatus, inspect_frame
 
 # Small enough that segments roll every few frames and lz4 kicks in for medium batches.
@@ -110,3 +112,44 @@ __all__ = [
     "records",
     "segment_files",
 ]
+
+
+class FaultyOps(FileOps):
+    """Raises EIO from the operations named in ``failing``; counts every call."""
+
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.calls: dict[str, int] = {}
+
+    def _call(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        if name in self.failing:
+            raise OSError(errno.EIO, f"injected {name} failure")
+
+    def pwritev(self, fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> int:
+        self._call("pwritev")
+        return super().pwritev(fd, buffers, offset)
+
+    def write(self, fd: int, data: bytes | memoryview) -> int:
+        self._call("write")
+        return super().write(fd, data)
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        self._call("pwrite")
+        return super().pwrite(fd, data, offset)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        self._call("ftruncate")
+        super().ftruncate(fd, length)
+
+    def fdatasync(self, fd: int) -> None:
+        self._call("fdatasync")
+        super().fdatasync(fd)
+
+    def fsync(self, fd: int) -> None:
+        self._call("fsync")
+        super().fsync(fd)
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        self._call("pread")
+        return super().pread(fd, count, offset)

@@ -8,59 +8,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.log.helpers import batch, dir_snapshot, event
+from tests.log.helpers import FaultyOps, batch, dir_snapshot, event
 from walrep.errors import LogFailedError
 from walrep.log import FileOps, FsyncPolicy, LogConfig, ReplicaState, Wal
 from walrep.log.frame import build_frame
 
 INTERVAL = LogConfig(fsync_policy=FsyncPolicy.INTERVAL, fsync_interval_ms=5)
 WAIT_S = 10  # bound on waiting for something that must happen
-
-
-class FaultyOps(FileOps):
-    """Raises EIO from the operations named in ``failing``; counts every call."""
-
-    def __init__(self) -> None:
-        self.failing: set[str] = set()
-        self.calls: dict[str, int] = {}
-
-    def _call(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-        if name in self.failing:
-            raise OSError(errno.EIO, f"injected {name} failure")
-
-    def pwritev(self, fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> int:
-        self._call("pwritev")
-        return super().pwritev(fd, buffers, offset)
-
-    def write(self, fd: int, data: bytes | memoryview) -> int:
-        self._call("write")
-        return super().write(fd, data)
-
-    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        self._call("pwrite")
-        return super().pwrite(fd, data, offset)
-
-    def ftruncate(self, fd: int, length: int) -> None:
-        self._call("ftruncate")
-        super().ftruncate(fd, length)
-
-    def fdatasync(self, fd: int) -> None:
-        self._call("fdatasync")
-        super().fdatasync(fd)
-
-    def fsync(self, fd: int) -> None:
-        self._call("fsync")
-        super().fsync(fd)
-
-    def pread(self, fd: int, count: int, offset: int) -> bytes:
-        self._call("pread")
-        return super().pread(fd, count, offset)
 
 
 async def assert_failed_for_good(wal: Wal, cause: OSError | None = None) -> None:
@@ -182,7 +140,8 @@ async def test_a_failed_write_of_a_small_file_fails_the_log(tmp_path: Path) -> N
 
 async def test_a_read_error_is_log_failed_not_out_of_range(tmp_path: Path) -> None:
     ops = FaultyOps()
-    wal = Wal.open(tmp_path / "log", file_ops=ops)
+    # Nothing kept in memory, so the read goes to the file (recent.py serves fresh frames).
+    wal = Wal.open(tmp_path / "log", LogConfig(recent_frames_bytes=0), file_ops=ops)
     await wal.append(batch(0, 3), epoch=1)
     ops.failing.add("pread")
     with pytest.raises(LogFailedError) as info:

@@ -27,6 +27,7 @@ def test_the_example_config_maps_onto_every_core(monkeypatch: pytest.MonkeyPatch
     assert (s.advertised_host, s.advertised_port) == ("127.0.0.1", 9894)  # port_offset 1
     assert s.receiver_buffer_events_max == config.deployment.event_buffer_capacity
     assert s.log.fsync_policy is FsyncPolicy.ALWAYS
+    assert s.log.recent_frames_bytes == config.log.recent_frames_bytes == 8 * 1024 * 1024
     assert "s3cret" not in repr(s)
 
 

@@ -152,6 +152,8 @@ class LogSection(_Section):
     max_batch_bytes: int = Field(8 * 1024 * 1024, gt=0)
     fsync_policy: Literal["always", "interval_ms", "never"] = "always"
     fsync_interval_ms: int = Field(100, gt=0)
+    # The newest frames kept in memory so the active ships them without reading the file.
+    recent_frames_bytes: int = Field(8 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024)
 
 
 class AppendSection(_Section):

@@ -38,6 +38,8 @@ class LogConfig:
     fsync_interval_ms: int = 100
     # Bound on bytes queued for the group-commit writer; appenders wait beyond it.
     pending_bytes_max: int = 64 * MIB
+    # Bound on the newest written frames kept in memory for shipping (recent.py); 0: none.
+    recent_frames_bytes: int = 8 * MIB
 
     def __post_init__(self) -> None:
         # Relations between the limits; a bad value is a configuration bug, so say which.
@@ -52,6 +54,7 @@ class LogConfig:
             (self.index_interval_bytes > 0, "index_interval_bytes must be positive"),
             (self.fsync_interval_ms > 0, "fsync_interval_ms must be positive"),
             (self.pending_bytes_max >= self.max_batch_bytes, "pending_bytes_max < max_batch_bytes"),
+            (self.recent_frames_bytes >= 0, "recent_frames_bytes must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

@@ -25,6 +25,7 @@ from walrep.log.durable import DurableNotifier
 from walrep.log.epochs import EpochHistory
 from walrep.log.frame import FrameHeader, build_header
 from walrep.log.fsutil import FileOps, fsync_dir
+from walrep.log.recent import RecentFrames
 from walrep.log.segment import Segment, needs_roll
 from walrep.log.types import AppendResult
 from walrep.log.writer import Pending
@@ -35,23 +36,25 @@ Buffer = bytes | memoryview
 class _Staged:
     """Frames of one group waiting to be written: buffers in order, headers, byte count."""
 
-    __slots__ = ("buffers", "bytes", "headers")
+    __slots__ = ("buffers", "bytes", "headers", "kept")
 
     def __init__(self) -> None:
         self.buffers: list[Buffer] = []
         self.headers: list[FrameHeader] = []
+        self.kept: list[list[Buffer] | None] = []  # per frame: its buffers, to keep in memory
         self.bytes = 0
 
-    def add(self, buffers: list[Buffer], header: FrameHeader) -> None:
+    def add(self, buffers: list[Buffer], header: FrameHeader, *, keep: bool) -> None:
         self.buffers += buffers
         self.headers.append(header)
+        self.kept.append(buffers if keep else None)
         self.bytes += header.frame_bytes
 
     def end(self, log_end: int) -> int:
         return self.headers[-1].end_offset if self.headers else log_end
 
     def clear(self) -> None:
-        self.buffers, self.headers, self.bytes = [], [], 0
+        self.buffers, self.headers, self.kept, self.bytes = [], [], [], 0
 
 
 class GroupWriter(ABC):
@@ -69,6 +72,7 @@ class GroupWriter(ABC):
     _failed: BaseException | None
     _closed: bool
     _durable: DurableNotifier
+    _recent: RecentFrames[Segment]
 
     @abstractmethod
     def _fail(self, error: OSError, what: str) -> LogFailedError:
@@ -114,7 +118,7 @@ class GroupWriter(ABC):
         head, header = build_header(
             item.batch, base_offset=base, epoch=item.epoch, ingest_time_ms=item.ingest_time_ms
         )
-        self._queue_frame([head, item.batch.payload], header, staged)
+        self._queue_frame([head, item.batch.payload], header, staged, keep=True)
         return AppendResult(base, item.batch.count)
 
     def _stage_frames(self, data: bytes, staged: _Staged) -> AppendResult:
@@ -130,30 +134,36 @@ class GroupWriter(ABC):
         view = memoryview(data)
         for pos, header in checked:  # all of it or nothing: nothing below refuses
             self._begin_epoch(header.epoch, header.base_offset)
-            self._queue_frame([view[pos : pos + header.frame_bytes]], header, staged)
+            # Not kept in memory: a passive ships only to catch a peer up, from the file.
+            self._queue_frame([view[pos : pos + header.frame_bytes]], header, staged, keep=False)
         return AppendResult(first, (checked[-1][1].end_offset if checked else first) - first)
 
     def _begin_epoch(self, epoch: int, start_offset: int) -> None:
         if fence(epoch, self.epochs.last_epoch):
             self.epochs.begin(epoch, start_offset)  # durable before the frame is written
 
-    def _queue_frame(self, buffers: list[Buffer], header: FrameHeader, staged: _Staged) -> None:
+    def _queue_frame(
+        self, buffers: list[Buffer], header: FrameHeader, staged: _Staged, *, keep: bool
+    ) -> None:
         position = self._segments[-1].size + staged.bytes
         if needs_roll(position, header.frame_bytes, self.config.segment_bytes_max):
             self._write_staged(staged)
             self._roll()
-        staged.add(buffers, header)
+        staged.add(buffers, header, keep=keep and self._recent.max_bytes > 0)
 
     def _write_staged(self, staged: _Staged) -> None:
-        """Write staged frames to the active segment, then publish them to readers."""
+        """Write staged frames to the active segment, keep the new ones in memory
+        (``recent.py``), then publish them to readers (``log_end``)."""
         if not staged.headers:
             return
         active = self._segments[-1]
         position = active.size
         written = active.write_at_end(staged.buffers)
         assert written == staged.bytes, (written, staged.bytes)
-        for header in staged.headers:
+        for header, kept in zip(staged.headers, staged.kept, strict=True):
             active.index.note(header.base_offset, position)
+            if kept is not None:
+                self._recent.add(header, position, kept, active)
             position += header.frame_bytes
         active.last_epoch = staged.headers[-1].epoch
         active.end_offset = staged.headers[-1].end_offset

@@ -54,6 +54,7 @@ from walrep.log.groupwrite import GroupWriter
 from walrep.log.limits import LogLimits, save_limits
 from walrep.log.open import open_log, settle_limits
 from walrep.log.reader import LogReader
+from walrep.log.recent import RecentFrames
 from walrep.log.replica_state import ReplicaState
 from walrep.log.replica_state import save_replica_state as write_replica_state
 from walrep.log.segment import Segment
@@ -104,6 +105,7 @@ class Wal(GroupWriter, LogReader[tuple[Segment, int]]):
         self._truncation_count = 0  # so that a sync outside the lock sees a cut meanwhile
         self._failed: BaseException | None = None
         self._closed = False
+        self._recent: RecentFrames[Segment] = RecentFrames(config.recent_frames_bytes)
         self._init_reader()
         self._durable = DurableNotifier(lambda: self._durable_end)
         interval = config.fsync_policy is FsyncPolicy.INTERVAL
@@ -255,9 +257,8 @@ class Wal(GroupWriter, LogReader[tuple[Segment, int]]):
         self, events: Sequence[Event], *, epoch: int, ingest_time_ms: int | None = None
     ) -> AppendResult:
         """Append events as one batch; returns their offsets once written (and forced)."""
-        return await self.append_encoded(
-            self.encode(events), epoch=epoch, ingest_time_ms=ingest_time_ms
-        )
+        # Encoded here with this log's limits: within them by construction, not re-checked.
+        return await self._submit(self.encode(events), epoch, ingest_time_ms)
 
     async def append_encoded(
         self, batch: EncodedBatch, *, epoch: int, ingest_time_ms: int | None = None
@@ -266,9 +267,14 @@ class Wal(GroupWriter, LogReader[tuple[Segment, int]]):
 
         ``LimitExceededError`` / ``MalformedFrameError`` if a reader would refuse it.
         """
+        check_batch(batch, self.config.max_batch_bytes)
+        return await self._submit(batch, epoch, ingest_time_ms)
+
+    async def _submit(
+        self, batch: EncodedBatch, epoch: int, ingest_time_ms: int | None
+    ) -> AppendResult:
         ingest = self._clock_ms() if ingest_time_ms is None else ingest_time_ms
         self._check_usable()
-        check_batch(batch, self.config.max_batch_bytes)
         return await self._committer.submit(Pending(batch, None, epoch, ingest, len(batch.payload)))
 
     async def append_frames(self, frames: bytes) -> AppendResult:
@@ -355,6 +361,11 @@ class Wal(GroupWriter, LogReader[tuple[Segment, int]]):
     def _frame_at(
         self, offset: int, hint: tuple[Segment, int] | None
     ) -> tuple[StoredFrame, tuple[Segment, int]]:
+        kept = self._recent.get(offset)  # just written: the same bytes, checked when framed
+        if kept is not None and offset >= self.log_start:  # not in a segment deleted since
+            header, position, data, segment = kept
+            stored = StoredFrame(str(segment.path), position, header, data)
+            return stored, (segment, position + header.frame_bytes)
         try:
             if hint is None or hint[1] >= hint[0].size:
                 segment, position = self._locate(offset)
@@ -401,6 +412,7 @@ class Wal(GroupWriter, LogReader[tuple[Segment, int]]):
                 raise CommittedTruncationError(offset, floor)
             if offset == self._log_end:
                 return
+            self._recent.drop_from(offset)  # before any reader can see the new history
             try:
                 self._segments = truncate_segments(
                     self.directory,
@@ -437,6 +449,7 @@ class Wal(GroupWriter, LogReader[tuple[Segment, int]]):
                         path.unlink(missing_ok=True)
                     self._segments.pop(0)
                     fsync_dir(self.directory, self._ops)
+                    self._recent.drop_below(self.log_start)
             except OSError as e:
                 raise self._fail(e, f"deleting old segments of {self.directory} failed") from e
             return self.log_start

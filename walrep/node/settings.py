@@ -181,5 +181,6 @@ def node_settings(config: WalrepConfig, *, secret: bytes | None = None) -> NodeS
             max_batch_bytes=log.max_batch_bytes,
             fsync_policy=FsyncPolicy(log.fsync_policy),
             fsync_interval_ms=log.fsync_interval_ms,
+            recent_frames_bytes=log.recent_frames_bytes,
         ),
     )
