@@ -8,7 +8,8 @@ holding decoded events, what the engine gets from the log reader):
                  traffic (``walrep.apim.generator.ApimGenerator`` when present, else a
                  small local generator), applied in batches of ``--batch`` records;
 * ``apim+digest`` the same with a ``DigestPoint`` every 10,000 offsets (the engine's
-                 default), which hashes the whole state each time;
+                 default): what apply pays for it, a capture and the copy-on-write
+                 after it (the node hashes the capture in a thread, not measured here);
 * ``apim gc-off`` the same with Python's cyclic GC off during the run: what the node
                  gains by tuning the GC (``gc.freeze()`` after loading state, a higher
                  gen-0 threshold), as the engine allocates many small containers;

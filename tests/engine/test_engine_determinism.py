@@ -114,7 +114,7 @@ def test_digest_points_are_the_digest_at_their_offset() -> None:
     points = [o for o in engine.apply(recs) if isinstance(o, DigestPoint)]
     assert [p.offset for p in points] == [5, 10, 15, 20, 25]  # 23 events + 2 refused
     for point in points:
-        assert point.digest == straight(recs[: point.offset]).digest()
+        assert point.digest() == straight(recs[: point.offset]).digest()
 
 
 def test_state_bytes_are_canonical_json() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import sqlalchemy as sa
 
 from tests.node.test_lease_nodes import TIMING
@@ -16,6 +17,7 @@ from walrep.engine.core import Engine
 from walrep.engine.sinks.rdbms import RdbmsSink
 from walrep.engine.snapshots.db_store import DbSnapshotStore
 from walrep.engine.timeunits import Duration
+from walrep.errors import NondeterminismError
 from walrep.log.frame import Event
 from walrep.log.types import Record
 from walrep.node.engine_host import DIGESTS_FILE, EngineHost
@@ -56,6 +58,13 @@ def node(tmp_path: Path, name: str, *, interval_s: float = 0.2) -> Node:
         snapshot_interval_s=interval_s,
         digest_interval=100,
     )
+    return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True, engine=host)
+
+
+def bare_node(tmp_path: Path, name: str) -> Node:
+    """A node whose engine keeps no snapshots: a restart replays from offset 0."""
+    s = NodeSettings(group="group-1", node_id=name, secret=b"s", lease=TIMING, call_timeout_ms=200)
+    host = EngineHost([shop_app()], digest_interval=100)
     return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True, engine=host)
 
 
@@ -116,8 +125,42 @@ async def test_failover_and_restart_keep_the_state_of_a_straight_run(tmp_path: P
         await a.wait_until(lambda n: host(n).engine_.applied == 700, 5)
         assert host(a).engine_.digest() == straight(700).digest()
         assert host(a).last_snapshot is not None  # restored, not replayed from 0
+        await host(a).drain_digests()  # hashed off the loop: wait for the last entry
         chain = (tmp_path / "a" / DIGESTS_FILE).read_text().splitlines()
         assert len(chain) == 7  # offsets 100 ... 700, each once across the restart
+    finally:
+        for n in (a, b):
+            await n.stop()
+
+
+async def test_a_digest_that_disagrees_with_the_recorded_chain_fences_the_node(
+    tmp_path: Path,
+) -> None:
+    a, b = bare_node(tmp_path, "a"), bare_node(tmp_path, "b")
+    try:
+        await a.start()
+        await a.wait_until(lambda n: n.role is Role.ACTIVE, 5)
+        await b.start()
+        for k in range(4):
+            await a.append(orders(k * 50, 50))
+        await a.wait_until(lambda n: host(n).engine_.applied == 200, 5)
+        await host(a).drain_digests()
+        chain_path = tmp_path / "a" / DIGESTS_FILE
+        chain = chain_path.read_text().splitlines()
+        assert [orjson.loads(line)["offset"] for line in chain] == [100, 200]
+        assert orjson.loads(chain[0])["digest"] == straight(100).digest()
+        await a.stop()
+        await b.stop()
+
+        # The recorded entry at 100 is edited: replaying the same records disagrees.
+        forged = orjson.dumps({"offset": 100, "digest": "0" * 32}).decode()
+        chain_path.write_text("\n".join([forged, *chain[1:]]) + "\n")
+        a = bare_node(tmp_path, "a")
+        await a.start()
+        await a.wait_until(lambda n: n.failure is not None, 5)
+        assert isinstance(a.failure, NondeterminismError)
+        assert "offset 100" in str(a.failure)
+        assert a.role is Role.FENCED
     finally:
         for n in (a, b):
             await n.stop()

@@ -99,5 +99,5 @@ class Reference:
             return None
         for out in self.engine.apply(records):
             if isinstance(out, DigestPoint):
-                self.digests[out.offset] = out.digest
+                self.digests[out.offset] = out.digest()
         return self.digests.get(offset)

@@ -21,8 +21,9 @@ event where they ran and are counted (``errors``), so one bad event never stops 
 
 Outputs: app output events with ids ``(offset, index)`` (index counts the outputs of one
 input record across apps by name, then outputs in declaration order), and a
-``DigestPoint`` each time ``applied`` reaches a multiple of ``digest_interval``; sorted
-by offset, a digest point after the outputs of the record before it.
+``DigestPoint`` each time ``applied`` reaches a multiple of ``digest_interval`` (a frozen
+capture, hashed when asked: the caller chooses the thread); sorted by offset, a digest
+point after the outputs of the record before it.
 """
 
 from __future__ import annotations
@@ -73,12 +74,29 @@ class EngineOutput:
         return (self.offset, self.index)
 
 
-@dataclass(frozen=True, slots=True)
 class DigestPoint:
-    """The state digest after applying ``[0, offset)``."""
+    """The state after applying ``[0, offset)``, frozen (a ``Capture``, taken in
+    O(number of buckets)); ``digest()`` hashes it, once, in whatever thread calls it
+    first (the node: off the event loop, so apply never waits for a hash of the state)."""
 
-    offset: int
-    digest: str
+    __slots__ = ("_capture", "_digest", "offset")
+
+    def __init__(self, offset: int, capture: Capture) -> None:
+        self.offset = offset
+        self._capture: Capture | None = capture
+        self._digest: str | None = None
+
+    def digest(self) -> str:
+        """blake2b-128 (hex) of the canonical state at ``offset``; the capture is let go."""
+        if self._digest is None:
+            capture = self._capture
+            assert capture is not None
+            self._digest = digest_of(capture.encode())
+            self._capture = None
+        return self._digest
+
+    def __repr__(self) -> str:
+        return f"DigestPoint({self.offset}, {self._digest or 'not hashed yet'})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +355,7 @@ class Engine:
                 raise
             pos += len(chunk)
             if self._applied % interval == 0:
-                out.append(DigestPoint(self._applied, self.digest()))
+                out.append(DigestPoint(self._applied, self.begin_capture()))
         return out
 
     def _apply_chunk(self, records: Sequence[Record]) -> list[EngineOutput]:

@@ -9,9 +9,13 @@ simulator does its own (``tests/sim/engine.py``). Ordering contracts:
 * **restore before the core starts**: ``open`` loads the newest snapshot this node may
   use (its digest verified by the store), or starts from 0, before the core is built,
   so the core's first ``Apply`` continues from the engine's position;
-* **digest chain**: every ``DigestPoint`` is appended to ``digests.ndjson`` in the data
-  directory (``{"offset", "digest"}``; a point already recorded is compared instead: a
-  different digest for the same offset is a ``NondeterminismError`` that fences the node);
+* **digest chain**: every ``DigestPoint`` is hashed in a thread (never on the loop: a
+  hash of the whole state at 1M rows takes seconds) and appended to ``digests.ndjson`` in
+  the data directory, in offset order (``{"offset", "digest"}``; a point already recorded
+  is compared instead: a different digest for the same offset is a
+  ``NondeterminismError`` that fences the node). At most ``DIGESTS_PENDING_MAX`` points
+  wait for their hash; a point beyond that is skipped and counted
+  (``digests_skipped_behind``): the chain then has a gap, never a wrong entry;
 * **snapshots only on the active, under its epoch**: capture on the loop (copy-on-write,
   cheap), encode in a thread while apply goes on, then ``save_then_trim``: nothing is
   trimmed unless the save succeeded; a failure is logged, counted
@@ -29,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +60,7 @@ log = logging.getLogger("walrep.engine")
 DIGESTS_FILE = "digests.ndjson"
 SINK_INTERVAL_S = 0.2
 PENDING_OUTPUTS_MAX = 100_000  # app outputs waiting for the sinks (beyond: the sinks lag)
+DIGESTS_PENDING_MAX = 4  # digest points waiting for their hash (each holds a frozen state)
 
 
 class EngineHost:
@@ -85,7 +90,11 @@ class EngineHost:
         self.last_capture_pause_ms = 0.0
         self._digests_path: Path | None = None
         self._last_digest_offset = -1
+        self._digests: deque[DigestPoint] = deque()
+        self._digest_task: asyncio.Task[None] | None = None
         self._outputs: list[EngineOutput] = []
+        # How a failure found off the loop's call path fences the node (``Node`` sets it).
+        self.on_failure: Callable[[WalrepError], None] = _unhandled
 
     @property
     def engine_(self) -> Engine:
@@ -141,28 +150,63 @@ class EngineHost:
             self.drop_changes()
         for out in outputs:
             if isinstance(out, DigestPoint):
-                self._record_digest(out)
+                self._queue_digest(out)
             elif isinstance(out, EngineOutput) and self.sinks and active:
                 if len(self._outputs) >= PENDING_OUTPUTS_MAX:
                     self.metrics["sink_outputs_dropped_behind"] += 1
                     continue  # the sinks resume from their own offsets: rows stay absolute
                 self._outputs.append(out)
 
-    def _record_digest(self, point: DigestPoint) -> None:
+    def _queue_digest(self, point: DigestPoint) -> None:
+        if len(self._digests) >= DIGESTS_PENDING_MAX:
+            self.metrics["digests_skipped_behind"] += 1
+            return
+        self._digests.append(point)
+        if self._digest_task is None or self._digest_task.done():
+            self._digest_task = asyncio.get_running_loop().create_task(
+                self._hash_digests(), name="engine digests"
+            )
+
+    async def _hash_digests(self) -> None:
+        """Hash queued points in a thread, in offset order, and record each."""
+        while self._digests:
+            point = self._digests[0]
+            try:
+                digest = await asyncio.to_thread(point.digest)
+                self._record_digest(point.offset, digest)
+            except WalrepError as e:
+                self._digests.clear()
+                self.on_failure(e)
+                return
+            except OSError as e:
+                self._digests.clear()
+                failure = EngineError(f"recording the digest chain in {self._digests_path}: {e}")
+                failure.__cause__ = e
+                self.on_failure(failure)
+                return
+            self._digests.popleft()
+            self.metrics["digests_recorded"] += 1
+
+    async def drain_digests(self) -> None:
+        """Wait until every queued digest point is hashed and recorded (tests, stop)."""
+        while self._digest_task is not None and not self._digest_task.done():
+            await asyncio.shield(self._digest_task)
+
+    def _record_digest(self, offset: int, digest: str) -> None:
         path = self._digests_path
         assert path is not None
-        if point.offset <= self._last_digest_offset:
-            recorded = _recorded_digest(path, point.offset)
-            if recorded is not None and recorded != point.digest:
+        if offset <= self._last_digest_offset:
+            recorded = _recorded_digest(path, offset)
+            if recorded is not None and recorded != digest:
                 raise NondeterminismError(
-                    f"the engine's digest at offset {point.offset} is {point.digest}, "
+                    f"the engine's digest at offset {offset} is {digest}, "
                     f"{path} recorded {recorded}: the same records gave another state"
                 )
             return
-        line = orjson.dumps({"offset": point.offset, "digest": point.digest}) + b"\n"
+        line = orjson.dumps({"offset": offset, "digest": digest}) + b"\n"
         with path.open("ab") as f:
             f.write(line)
-        self._last_digest_offset = point.offset
+        self._last_digest_offset = offset
 
     # --- the active's work ----------------------------------------------------------------
 
@@ -265,7 +309,10 @@ class EngineHost:
             await sink.write(batch)
 
     async def close(self) -> None:
-        """Close the snapshot store and the sinks (the node has stopped)."""
+        """Record the digest points still queued, close the snapshot store and the sinks
+        (the node has stopped)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.drain_digests()
         for sink in self.sinks:
             with contextlib.suppress(WalrepError):
                 await sink.close()
@@ -278,6 +325,10 @@ class EngineHost:
         if self.engine is not None:
             self.engine.changed_rows()
         self._outputs.clear()
+
+
+def _unhandled(error: WalrepError) -> None:
+    raise error
 
 
 def _versions(apps: Sequence[App]) -> tuple[tuple[str, str], ...]:

@@ -113,6 +113,8 @@ class Node:
         # The engine applies committed records (``Apply``) from its own position (a
         # restored snapshot's offset, or 0); the host does its IO (walrep.node.engine_host).
         self.engine_host = engine
+        if engine is not None:
+            engine.on_failure = self._engine_failed
         self.data_dir = Path(data_dir)
         self.store = store
         self._listen = listen
@@ -586,6 +588,13 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def _engine_failed(self, error: WalrepError) -> None:
+        """The engine host found a failure off the effect path (the digest chain
+        disagrees, recording it failed): it fences the node like a local log failure."""
+        log.error("node %s: engine failure: %s", self.settings.node_id, error)
+        if self.core is not None:
+            self._input(lambda now: self.core_.failed(error, now))
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
