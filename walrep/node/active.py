@@ -57,6 +57,7 @@ from walrep.replica.shipper import (
     RecordInSync,
     Shipper,
     ShipperAction,
+    Standby,
 )
 from walrep.replica.shipper import ReadFrames as CoreReadFrames
 from walrep.replica.store import NodeRow
@@ -269,7 +270,10 @@ class ActiveTerm:
                 self._warned_no_peer = True
                 ctx.emit(Notice("warning", f"no passive has published its address in {waited} ms"))
             return
-        if self.shipper.standby is None:
+        # The standby is whom commits wait for once recorded in sync, so it changes only
+        # while it is out of sync (and not being recorded): a row chosen once (a departed
+        # node whose port a live one now has) must not pin the term to a node that is gone.
+        if self.shipper.standby_state is Standby.OUT_OF_SYNC:
             self.shipper.standby = peer.node_id
         cid = ctx.new_id()
         self._connecting = (cid, ctx.now_ms + s.connect_timeout_ms)
