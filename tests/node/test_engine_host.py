@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import sqlalchemy as sa
+from aiohttp import web
 
 from tests.node.test_lease_nodes import TIMING
 from tests.services import sql_store
@@ -15,6 +16,7 @@ from walrep.db import create_engine, normalize_url
 from walrep.engine.app import App, count, sum_
 from walrep.engine.core import Engine
 from walrep.engine.sinks.rdbms import RdbmsSink
+from walrep.engine.sinks.webhook import WebhookSink
 from walrep.engine.snapshots.db_store import DbSnapshotStore
 from walrep.engine.timeunits import Duration
 from walrep.errors import NondeterminismError
@@ -58,6 +60,22 @@ def node(tmp_path: Path, name: str, *, interval_s: float = 0.2) -> Node:
         snapshot_interval_s=interval_s,
         digest_interval=100,
     )
+    return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True, engine=host)
+
+
+def outputs_app() -> App:
+    app = shop_app()
+    app.output("BigOrder", from_="Order", where=lambda a: a["amount"] % 10 == 0)
+    return app
+
+
+def webhook_node(tmp_path: Path, name: str, url: str) -> Node:
+    """A node whose one sink POSTs the app's outputs to ``url`` (no snapshots)."""
+    s = NodeSettings(group="group-1", node_id=name, secret=b"s", lease=TIMING, call_timeout_ms=200)
+    sink = WebhookSink(
+        url, attempts_max=1000, backoff_initial_ms=20, backoff_max_ms=50, close_timeout_ms=300
+    )
+    host = EngineHost([outputs_app()], sinks=[sink], digest_interval=10**9)
     return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True, engine=host)
 
 
@@ -164,3 +182,49 @@ async def test_a_digest_that_disagrees_with_the_recorded_chain_fences_the_node(
     finally:
         for n in (a, b):
             await n.stop()
+
+
+async def test_a_new_active_sends_the_outputs_its_predecessor_did_not(tmp_path: Path) -> None:
+    """Outputs are at least once across a failover: a's receiver refuses everything, so
+    nothing it produced arrives; b, promoted, sends every output from its sink's offset
+    (kept while it was the passive), each under its stable idempotency key."""
+    got: dict[str, int] = {}
+
+    async def accept(request: web.Request) -> web.Response:
+        key = request.headers["Idempotency-Key"]
+        got[key] = got.get(key, 0) + 1
+        return web.Response(status=204)
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    server = web.Application()
+    server.router.add_post("/ok", accept)
+    server.router.add_post("/down", refuse)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    a = webhook_node(tmp_path, "a", f"http://127.0.0.1:{port}/down")
+    b = webhook_node(tmp_path, "b", f"http://127.0.0.1:{port}/ok")
+    try:
+        await a.start()
+        await a.wait_until(lambda n: n.role is Role.ACTIVE, 5)
+        await b.start()
+        for k in range(6):
+            await a.append(orders(k * 50, 50))
+        await b.wait_until(lambda n: host(n).engine_.applied == 300, 5)
+        await a.stop()
+        await b.wait_until(lambda n: n.role is Role.ACTIVE, 5)
+        expected = {f"{i}-0" for i in range(0, 300, 10)}  # amount == offset here
+        for _ in range(200):  # up to 10 s for the positive signal: all of them arrived
+            if set(got) >= expected:
+                break
+            await asyncio.sleep(0.05)
+        assert set(got) == expected
+        assert host(b).metrics["sink_outputs_lost"] == 0
+    finally:
+        for n in (a, b):
+            await n.stop()
+        await runner.cleanup()

@@ -22,7 +22,9 @@ simulator does its own (``tests/sim/engine.py``). Ordering contracts:
   (``snapshot_failures``) and retried at the next interval;
 * **sinks only on the active, only under a valid lease**: on promotion each sink resumes
   after its own applied offset (behind the engine: every current row is written once,
-  absolute values, so an upsert sink ends equal); then the rows changed since;
+  absolute values, so an upsert sink ends equal, and the app outputs from that offset,
+  which both roles keep until every sink has them, bounded); then the rows changed and
+  the outputs produced since;
 * **retention after a successful snapshot**: ``retention_floor`` over the snapshots this
   node may restore, the standby's acks and every sink's applied offset.
 """
@@ -59,7 +61,7 @@ log = logging.getLogger("walrep.engine")
 
 DIGESTS_FILE = "digests.ndjson"
 SINK_INTERVAL_S = 0.2
-PENDING_OUTPUTS_MAX = 100_000  # app outputs waiting for the sinks (beyond: the sinks lag)
+PENDING_OUTPUTS_MAX = 100_000  # app outputs kept for the sinks (beyond: the oldest go)
 DIGESTS_PENDING_MAX = 4  # digest points waiting for their hash (each holds a frozen state)
 
 
@@ -92,7 +94,10 @@ class EngineHost:
         self._last_digest_offset = -1
         self._digests: deque[DigestPoint] = deque()
         self._digest_task: asyncio.Task[None] | None = None
-        self._outputs: list[EngineOutput] = []
+        # App outputs not yet in every sink, in offset order; kept on the passive too, so
+        # a new active re-sends what its sinks lack (bounded: see ``_keep_output``).
+        self._outputs: deque[EngineOutput] = deque()
+        self._outputs_dropped_through = -1  # outputs at or below this offset were dropped
         # How a failure found off the loop's call path fences the node (``Node`` sets it).
         self.on_failure: Callable[[WalrepError], None] = _unhandled
 
@@ -144,18 +149,46 @@ class EngineHost:
     # --- what Apply produced ------------------------------------------------------------
 
     def on_outputs(self, outputs: Sequence[object], active: bool) -> None:
-        """The engine's outputs of one ``Apply``: digest points and app outputs (kept for
-        the sinks on the active; a passive forgets them, and what changed)."""
+        """The engine's outputs of one ``Apply``: digest points, and app outputs kept for
+        the sinks (on both roles: a passive that is promoted re-sends what they lack).
+        A passive forgets which rows changed (a new active writes them all)."""
         if not active:
             self.drop_changes()
         for out in outputs:
             if isinstance(out, DigestPoint):
                 self._queue_digest(out)
-            elif isinstance(out, EngineOutput) and self.sinks and active:
-                if len(self._outputs) >= PENDING_OUTPUTS_MAX:
-                    self.metrics["sink_outputs_dropped_behind"] += 1
-                    continue  # the sinks resume from their own offsets: rows stay absolute
-                self._outputs.append(out)
+            elif isinstance(out, EngineOutput) and self.sinks:
+                self._keep_output(out)
+
+    def _keep_output(self, out: EngineOutput) -> None:
+        if len(self._outputs) >= PENDING_OUTPUTS_MAX:
+            dropped = self._outputs.popleft()
+            self._outputs_dropped_through = dropped.offset
+            self.metrics["sink_outputs_dropped_behind"] += 1
+        self._outputs.append(out)
+
+    def _outputs_for(self, sink: Sink, applied: int, to_offset: int) -> list[Output]:
+        """The kept outputs a sink at ``applied`` lacks, below ``to_offset``."""
+        if applied <= self._outputs_dropped_through:
+            self.metrics["sink_outputs_lost"] += 1
+            log.error(
+                "sink %s resumes at offset %d, but outputs up to offset %d were dropped "
+                "(more than %d waited for the sinks): those are not sent",
+                getattr(sink, "target", type(sink).__name__),
+                applied,
+                self._outputs_dropped_through,
+                PENDING_OUTPUTS_MAX,
+            )
+        return [
+            Output((o.offset, o.index), o.app, o.stream, o.attributes)
+            for o in self._outputs
+            if applied <= o.offset < to_offset
+        ]
+
+    def _sent(self, to_offset: int) -> None:
+        """Every sink holds the outputs below ``to_offset``: let them go."""
+        while self._outputs and self._outputs[0].offset < to_offset:
+            self._outputs.popleft()
 
     def _queue_digest(self, point: DigestPoint) -> None:
         if len(self._digests) >= DIGESTS_PENDING_MAX:
@@ -218,8 +251,7 @@ class EngineHost:
         while _still_active(node, epoch):
             try:
                 if not sinks_ready:
-                    await self._resume_sinks(node, epoch)
-                    sinks_ready = True
+                    sinks_ready = await self._resume_sinks(node, epoch)
                 else:
                     await self._feed_sinks(node, epoch)
             except WalrepError as e:
@@ -283,30 +315,52 @@ class EngineHost:
             if wal.delete_before(floor) > before:
                 node.log_start_moved()
 
-    async def _resume_sinks(self, node: Node, epoch: int) -> None:
+    async def _resume_sinks(self, node: Node, epoch: int) -> bool:
+        """Bring every sink to the engine's offset: all rows (absolute values) and the
+        kept outputs from the sink's own applied offset. False if the lease lapsed first
+        (nothing is forgotten then: the next try resumes again)."""
         engine = self.engine_
+        applied: list[int] = []
         for sink in self.sinks:
             await sink.setup(engine.schemas())
-            if await sink.applied_offset() < engine.applied and _holds(node, epoch):
-                rows = _all_rows(engine)
-                await sink.write(SinkBatch(epoch, engine.applied, rows, ()))
-        engine.changed_rows()  # what changed before now is written
-        self._outputs = [o for o in self._outputs if o.offset >= engine.applied]
+            applied.append(await sink.applied_offset())
+        if not _holds(node, epoch):
+            return False
+        # One consistent cut, taken with no await in between: the offset, every row, and
+        # from here on the changes after it (written by the next feed).
+        engine.changed_rows()
+        to_offset = engine.applied
+        lagging = [(s, a) for s, a in zip(self.sinks, applied, strict=True) if a < to_offset]
+        rows = _all_rows(engine) if lagging else []
+        batches = [
+            (sink, SinkBatch(epoch, to_offset, rows, self._outputs_for(sink, a, to_offset)))
+            for sink, a in lagging
+        ]
+        for sink, batch in batches:
+            await sink.write(batch)
+        self._sent(to_offset)
+        return True
 
     async def _feed_sinks(self, node: Node, epoch: int) -> None:
         engine = self.engine_
-        rows = engine.changed_rows()
-        outputs, self._outputs = self._outputs, []
-        if not self.sinks or not (rows or outputs) or not _holds(node, epoch):
+        if not self.sinks or not _holds(node, epoch):
             return
-        batch = SinkBatch(
-            epoch,
-            engine.applied,
-            rows,
-            [Output((o.offset, o.index), o.app, o.stream, o.attributes) for o in outputs],
-        )
+        to_offset = engine.applied
+        rows = engine.changed_rows()
+        outputs = self._outputs_for_all(to_offset)
+        if not (rows or outputs):
+            return
+        batch = SinkBatch(epoch, to_offset, rows, outputs)
         for sink in self.sinks:
             await sink.write(batch)
+        self._sent(to_offset)
+
+    def _outputs_for_all(self, to_offset: int) -> list[Output]:
+        return [
+            Output((o.offset, o.index), o.app, o.stream, o.attributes)
+            for o in self._outputs
+            if o.offset < to_offset
+        ]
 
     async def close(self) -> None:
         """Record the digest points still queued, close the snapshot store and the sinks
@@ -321,10 +375,10 @@ class EngineHost:
                 await self.store.close()
 
     def drop_changes(self) -> None:
-        """On the passive: nothing is written to sinks, so forget what changed."""
+        """On the passive: no rows are written to sinks, so forget which changed (the
+        outputs are kept: see ``on_outputs``)."""
         if self.engine is not None:
             self.engine.changed_rows()
-        self._outputs.clear()
 
 
 def _unhandled(error: WalrepError) -> None:
