@@ -23,6 +23,16 @@ apply/decode says how the engine compares with the cheapest thing the log reader
 do anyway. Rates use the CPU time of this process (``time.process_time``: the machine may
 be shared), best of ``--repeat`` rounds; wall-clock rates are recorded too.
 
+From the WAL (``count wal``, ``apim wal``): the same events appended to a real ``Wal`` in
+a temp directory (default ``LogConfig``: frames of ``--batch`` events, lz4-compressed),
+then read back (``wal.read()``: preads, CRC32C, lz4, orjson) and applied in ``--batch``
+record chunks: the whole path a passive or a replay takes, in CPU time; paired with
+``orjson.loads`` of the same events.
+
+Snapshots (``--keys``): the captured state saved to and loaded from the default store,
+``DbSnapshotStore`` on a SQLite file in the temp directory (lz4 + CRC32C chunks; wall
+clock, as the node sees it), beside the capture figures below.
+
 Capture: a ``count`` aggregation holding K rows (K distinct keys in one duration,
 K = 10k, 100k, 1M): ``begin_capture`` (the pause of the apply loop), the first apply
 after it (which copies the bucket it writes: copy-on-write), ``Capture.encode`` (in the
@@ -36,12 +46,14 @@ Usage: ``.venv/bin/python benchmarks/engine_apply.py [--events 200000] [--batch 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
 import platform
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -53,13 +65,19 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from walrep.db import create_engine, normalize_url  # noqa: E402
 from walrep.engine.app import App, count  # noqa: E402
+from walrep.engine.canonical import FORMAT_VERSION, digest_of  # noqa: E402
 from walrep.engine.core import Engine  # noqa: E402
 from walrep.engine.loader import load_apps  # noqa: E402
+from walrep.engine.snapshots.db_store import DbSnapshotStore  # noqa: E402
+from walrep.engine.types import SnapshotMeta  # noqa: E402
 from walrep.log.frame import Event  # noqa: E402
 from walrep.log.types import Record  # noqa: E402
+from walrep.log.wal import Wal  # noqa: E402
 
 TARGETS = {"apim": 250_000, "count": 1_000_000, "capture_pause_ms_1M": 50.0}
+WAL_TARGET_OF_DECODE = 1 / 3  # "count wal": at least a third of the decode rate
 Pair = tuple[str, dict[str, Any]]
 
 
@@ -210,6 +228,87 @@ def apply_case(
     return result
 
 
+def wal_case(
+    name: str, apps: Sequence[App], raw: bytes, pairs: Sequence[Pair], batch: int, repeat: int
+) -> dict[str, Any]:
+    """Append ``pairs`` to a Wal, then time read + decode + apply of all of it."""
+    n = len(pairs)
+    rounds = []
+    with tempfile.TemporaryDirectory(prefix="walrep-bench-wal-") as tmp:
+        wal = Wal.open(Path(tmp) / "log")
+        base_ms = 1_767_225_600_000
+        for i in range(0, n, batch):
+            chunk = [Event(st, a) for st, a in pairs[i : i + batch]]
+            wal.append_sync(chunk, epoch=1, ingest_time_ms=base_ms + i)
+        frames = len(wal.segments()) and sum(1 for _ in wal.frames())
+        for _ in range(repeat):
+            decode_cpu = timed(lambda: orjson.loads(raw))[0]
+            engine = Engine(apps, digest_interval=10**12, track_changes=False)
+
+            def run(e: Engine = engine) -> None:
+                chunk: list[Record] = []
+                for record in wal.read():
+                    chunk.append(record)
+                    if len(chunk) == batch:
+                        e.apply(chunk)
+                        chunk = []
+                e.apply(chunk)
+                e.flush()
+
+            cpu, wall = timed(run)
+            assert engine.applied == n, (engine.applied, n)
+            rounds.append({"apply_cpu_s": cpu, "apply_wall_s": wall, "decode_cpu_s": decode_cpu})
+        wal.close()
+    best = min(rounds, key=lambda r: r["apply_cpu_s"])
+    decode = min(r["decode_cpu_s"] for r in rounds)
+    return {
+        "case": name,
+        "events": n,
+        "batch": batch,
+        "frames": frames,
+        "bytes_per_event": round(len(raw) / n),
+        "apply_events_per_s": n / best["apply_cpu_s"],
+        "apply_events_per_s_wall": n / best["apply_wall_s"],
+        "decode_events_per_s": n / decode,
+        "ratio_apply_to_decode": decode / best["apply_cpu_s"],
+        "rounds": rounds,
+    }
+
+
+def snapshot_case(engine: Engine, apps: Sequence[App], label: str) -> dict[str, Any]:
+    """Save the engine's state to a SQLite ``DbSnapshotStore`` and load it back."""
+    state = engine.begin_capture().encode()
+    meta = SnapshotMeta(
+        engine.applied, 1, digest_of(state), engine.app_versions(), FORMAT_VERSION, 0, 1
+    )
+
+    async def save_and_load(url: str) -> tuple[float, float]:
+        store = DbSnapshotStore(create_engine(url), group_id="bench")
+        try:
+            await store.setup()
+            t0 = time.perf_counter()
+            sid = await store.save(meta, state)
+            t1 = time.perf_counter()
+            got_meta, got = await store.load(sid)
+            t2 = time.perf_counter()
+            assert got == state and got_meta.digest == meta.digest
+            return t1 - t0, t2 - t1
+        finally:
+            await store.close()
+
+    with tempfile.TemporaryDirectory(prefix="walrep-bench-snap-") as tmp:
+        url = normalize_url(f"sqlite:///{Path(tmp) / 'snapshots.db'}")
+        save_s, load_s = asyncio.run(save_and_load(url))
+    restore_s = timed(lambda: Engine.restore(apps, state, digest_interval=10**12))[1]
+    return {
+        "case": label,
+        "state_mb": len(state) / 1e6,
+        "save_s": save_s,
+        "load_s": load_s,
+        "restore_s": restore_s,
+    }
+
+
 def capture_case(engine: Engine, label: str, touch: list[Record] | None) -> dict[str, Any]:
     pause_wall = timed(engine.begin_capture)[1]  # pending already flushed
     capture = engine.begin_capture()
@@ -228,7 +327,7 @@ def capture_case(engine: Engine, label: str, touch: list[Record] | None) -> dict
     }
 
 
-def keys_engine(k: int) -> tuple[Engine, list[Record]]:
+def keys_engine(k: int) -> tuple[Engine, list[Record], App]:
     """A count aggregation holding ``k`` rows in one duration (one day bucket)."""
     app = App("keys", version="bench")
     app.stream("K", {"key": "string", "ts": "long"}, timestamp="ts")
@@ -246,7 +345,7 @@ def keys_engine(k: int) -> tuple[Engine, list[Record]]:
         engine.apply(recs)
     engine.flush()
     touch = [Record(k, 1, 0, Event("K", {"key": "k00000000", "ts": ts}))]
-    return engine, touch
+    return engine, touch, app
 
 
 def machine() -> dict[str, Any]:
@@ -345,8 +444,11 @@ def main() -> None:
     results.append(
         apply_case("count-small", [small], small_raw, small_rec, args.batch, args.repeat, 10**12)
     )
+    results.append(wal_case("count wal", [counting], raw_req, requests, args.batch, args.repeat))
+    results.append(wal_case("apim wal", apim, raw, pairs, args.batch, 1))
 
     captures = []
+    snapshots = []
     apim_engine: Engine = apim_result["_engine"]
     touch = [Record(apim_engine.applied, 1, 0, records[-1].event)]
     captures.append(
@@ -356,9 +458,12 @@ def main() -> None:
             touch,
         )
     )
+    # Captures first: a capture's first encode (a later one reuses unchanged buckets' bytes).
+    snapshots.append(snapshot_case(apim_engine, apim, f"apim ({apim_result['state_rows']} rows)"))
     for k in (int(x) for x in args.keys.split(",") if x):
-        engine, touch = keys_engine(k)
+        engine, touch, app = keys_engine(k)
         captures.append(capture_case(engine, f"{k} rows", touch))
+        snapshots.append(snapshot_case(engine, [app], f"{k} rows"))
         del engine
         gc.collect()
 
@@ -378,6 +483,9 @@ def main() -> None:
             if target is None
             else f"{target:,} {'PASS' if r['apply_events_per_s'] >= target else 'MISS'}"
         )
+        if r["case"] == "count wal":
+            ok = r["ratio_apply_to_decode"] >= WAL_TARGET_OF_DECODE
+            verdict = f">= 1/3 of decode {'PASS' if ok else 'MISS'}"
         lines.append(
             f"{r['case']:13s} {r['events']:8d} {r['bytes_per_event']:5d} "
             f"{r['apply_events_per_s']:12,.0f} {r['apply_events_per_s_wall']:10,.0f} "
@@ -397,6 +505,23 @@ def main() -> None:
             f"{c['case']:44s} {c['begin_capture_ms']:9.2f} {first:>12s} "
             f"{c['encode_s']:9.2f} {c['state_mb']:8.1f}"
         )
+    lines.append("")
+    lines.append(
+        f"{'snapshot (SQLite DbSnapshotStore)':44s} {'MB':>8s} {'save s':>8s} {'load s':>8s} "
+        f"{'restore s':>9s}"
+    )
+    for snap in snapshots:
+        lines.append(
+            f"{snap['case']:44s} {snap['state_mb']:8.1f} {snap['save_s']:8.2f} "
+            f"{snap['load_s']:8.2f} {snap['restore_s']:9.2f}"
+        )
+    pause_1m = [c["begin_capture_ms"] for c in captures if c["case"] == "1000000 rows"]
+    if pause_1m:
+        ok = pause_1m[0] <= TARGETS["capture_pause_ms_1M"]
+        lines.append(
+            f"capture pause at 1M keys {pause_1m[0]:.2f} ms: "
+            f"<= {TARGETS['capture_pause_ms_1M']:.0f} ms {'PASS' if ok else 'MISS'}"
+        )
     text = "\n".join(lines)
     print(text)
     if args.save:
@@ -409,6 +534,7 @@ def main() -> None:
             "targets": TARGETS,
             "apply": results,
             "capture": captures,
+            "snapshots": snapshots,
         }
         out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
         out.with_suffix(".txt").write_text(text + "\n")
