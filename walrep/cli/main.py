@@ -11,6 +11,7 @@ from walrep.cli.cluster_cmd import cluster_group
 from walrep.cli.config_cmd import config_group
 from walrep.cli.demo import demo
 from walrep.cli.log_cmd import log_group
+from walrep.cli.node_cmd import node_group
 
 
 @click.group()
@@ -28,6 +29,7 @@ cli.add_command(cluster_group)
 cli.add_command(config_group)
 cli.add_command(demo)
 cli.add_command(log_group)
+cli.add_command(node_group)
 
 
 def main() -> None:

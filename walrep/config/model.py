@@ -199,6 +199,44 @@ class StatePersistenceSection(_Section):
     db_call_timeout_ms: int = Field(60_000, gt=0)  # one save, load or trim transaction
 
 
+class AdminSection(_Section):
+    """The admin API (both nodes): /health, /ready, /active, /standby, /status, /metrics."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7080, ge=0, le=65535)  # + port_offset (0: any free port)
+
+
+class IngestSection(_Section):
+    """HTTP ingest, ``POST /events``: listening only on the active (docs/api.md)."""
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(7280, ge=0, le=65535)  # + port_offset (0: any free port)
+    # "token": Authorization: Bearer <the variable named by token_env>; "none": open
+    # (must be said explicitly: a node refuses to start with "token" and no token set).
+    auth: Literal["token", "none"] = "token"
+    token_env: str = Field("WALREP_INGEST_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_events_per_request: int = Field(10_000, gt=0, le=1_000_000)
+
+    def token(self) -> str | None:
+        """The ingest token (None with ``auth: none``); ``ConfigError`` if it is unset."""
+        if self.auth == "none":
+            return None
+        value = os.environ.get(self.token_env, "")
+        if not value:
+            raise ConfigError(
+                f"ingest.auth is token but {self.token_env} is not set "
+                "(set it, or say ingest.auth: none to accept events without a token)"
+            )
+        return value
+
+
+class EngineSection(_Section):
+    """The apps both nodes run (seed: the siddhi-files deployment directory)."""
+
+    apps_dir: Path = Path("conf/apps")  # relative: to the directory the node starts in
+
+
 def _default_datasources() -> list[DatasourceSection]:
     return [DatasourceSection(name=DEFAULT_DATASOURCE, url="sqlite+aiosqlite:///data/cluster.db")]
 
@@ -214,6 +252,9 @@ class WalrepConfig(BaseSettings):
     log: LogSection = LogSection()
     appends: AppendSection = AppendSection()
     state_persistence: StatePersistenceSection = StatePersistenceSection()
+    admin: AdminSection = AdminSection()
+    ingest: IngestSection = IngestSection()
+    engine: EngineSection = EngineSection()
     datasources: list[DatasourceSection] = Field(default_factory=_default_datasources)
     port_offset: int = Field(0, ge=0, le=10_000)
 
@@ -241,6 +282,10 @@ class WalrepConfig(BaseSettings):
         if snapshots is not None and snapshots not in names:
             raise ValueError(f"state_persistence.datasource {snapshots!r} is not one of {names}")
         return self
+
+    def port(self, configured: int) -> int:
+        """A configured port with ``port_offset`` applied (0 stays 0: any free port)."""
+        return configured + self.port_offset if configured else 0
 
     def datasource(self, name: str) -> DatasourceSection:
         return next(d for d in self.datasources if d.name == name)

@@ -54,6 +54,7 @@ def hold_back(me: Knowledge, seen: Observed | None, expected_epoch: int, force: 
     if seen is not None and seen.epoch > me.highest_epoch and seen.holder != me.node_id:
         return (
             f"the lease is at epoch {seen.epoch}, this node has seen epoch "
-            f"{me.highest_epoch} at most: its data directory lost what it held"
+            f"{me.highest_epoch} at most: it has not caught up with the current term (a new "
+            "node, or one whose data directory lost what it held); it follows until it has"
         )
     return ""

@@ -143,8 +143,9 @@ class Node:
         self.steps: list[fx.StepDone] = []  # promotion steps, most recent last (bounded)
 
     @classmethod
-    def from_config(cls, config: WalrepConfig) -> Node:
-        """A node as ``walrep node start`` runs it: settings, store and TLS from config."""
+    def from_config(cls, config: WalrepConfig, *, engine: EngineHost | None = None) -> Node:
+        """A node as ``walrep node start`` runs it: settings, store and TLS from config
+        (``walrep.node.process`` adds the engine, built from the same config)."""
         from walrep.replica.tls import client_context, server_context
 
         settings = node_settings(config)
@@ -158,6 +159,7 @@ class Node:
             server_ssl=server_context(tls) if tls else None,
             client_ssl=client_context(tls) if tls else None,
             own_store=True,
+            engine=engine,
         )
 
     # --- state -----------------------------------------------------------------------------

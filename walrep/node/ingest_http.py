@@ -1,0 +1,264 @@
+"""HTTP ingest on the active: ``POST /events`` (docs/api.md, "Ingest").
+
+Request: a JSON array, or NDJSON (one object a line), of ``{"stream": str, "attributes":
+{...}, "producer_id": str (optional), "seq": int (optional)}``, with ``Authorization:
+Bearer <ingest token>``. Answer after commit: 200 ``{"offsets": [...]}``, one offset per
+event in request order. Ordering contract of one request:
+
+1. everything is checked before anything is appended: the token, the size, the JSON,
+   every event's stream and attributes against the apps' stream definitions (the check
+   the engine repeats on apply), the producer sequences;
+2. the producer check is made *atomic with offset assignment*: ``PendingProducers``
+   reserves each ``(producer_id, seq)`` on the event loop before the append, so a retry
+   racing its own original is answered, never appended twice; a duplicate is answered
+   with its original offset and not appended;
+3. the accepted events are appended as one batch (``Node.append``: committed under a
+   held lease) and only then answered; a failed append releases its reservations.
+
+Errors are ``{"error": code, "message": ..., "index": i?}``: 400 (malformed JSON, not an
+event, unknown stream, bad attribute), 401 (no token), 403 (wrong token), 409
+(``out_of_order_sequence``, ``sequence_too_old``), 413 (request or event too large),
+503 with ``Retry-After`` (not the active, overloaded, a retry racing its original);
+nothing is appended on any of them. A client fault is never a 5xx other than 503.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from walrep.engine.app import App
+from walrep.engine.dedup import PendingProducers, Verdict
+from walrep.engine.schema import Validator, validator_for
+from walrep.errors import (
+    InvalidEventError,
+    LimitExceededError,
+    NotActiveError,
+    OverloadedError,
+    WalrepError,
+)
+from walrep.log.frame import Event
+from walrep.node.role import Role
+
+if TYPE_CHECKING:
+    from walrep.node.runtime import Node
+
+log = logging.getLogger("walrep.ingest")
+
+RETRY_AFTER_S = 1
+EVENT_KEYS = frozenset({"stream", "attributes", "producer_id", "seq"})
+
+
+class Refusal(Exception):
+    """What is wrong with a request: the HTTP status, a code, a message, the event."""
+
+    def __init__(self, status: int, code: str, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.index = status, code, message, index
+
+    def response(self) -> web.Response:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.index is not None:
+            body["index"] = self.index
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else None
+        return web.json_response(body, status=self.status, headers=headers, dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+class IngestApi:
+    """``POST /events`` for one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        node: Node,
+        apps: Sequence[App],
+        *,
+        token: str | None,
+        max_request_bytes: int,
+        max_events_per_request: int,
+    ) -> None:
+        self.node = node
+        self._token = token.encode() if token is not None else None
+        self.max_request_bytes = max_request_bytes
+        self.max_events_per_request = max_events_per_request
+        # Every app declaring a stream checks its events (the engine does the same).
+        self._validators: dict[str, list[Validator]] = {}
+        for app in apps:
+            for name, spec in app.streams.items():
+                self._validators.setdefault(name, []).append(validator_for(spec.definition))
+        self._pending: PendingProducers | None = None
+        self._pending_epoch = -1
+
+    def app(self) -> web.Application:
+        server = web.Application(client_max_size=self.max_request_bytes)
+        server.router.add_post("/events", self.post_events)
+        return server
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate(request)
+            body = await _read_body(request, self.max_request_bytes)
+            events = self._events(_parse(body, request.content_type))
+            return web.json_response({"offsets": await self._append(events)}, dumps=_dumps)
+        except Refusal as refusal:
+            return refusal.response()
+
+    # --- checks, in order ---------------------------------------------------------------
+
+    def _authenticate(self, request: web.Request) -> None:
+        if self._token is None:
+            return
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise Refusal(401, "unauthorized", "an ingest token is required (Authorization)")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
+            raise Refusal(403, "forbidden", "the ingest token is wrong")
+
+    def _events(self, items: list[Any]) -> list[Event]:
+        if len(items) > self.max_events_per_request:
+            raise Refusal(
+                413,
+                "too_many_events",
+                f"{len(items)} events, at most {self.max_events_per_request} a request",
+            )
+        if not items:
+            raise Refusal(400, "no_events", "the request holds no event")
+        return [self._event(i, item) for i, item in enumerate(items)]
+
+    def _event(self, index: int, item: Any) -> Event:
+        if not isinstance(item, dict):
+            raise Refusal(400, "not_an_event", "an event is a JSON object", index)
+        extra = set(item) - EVENT_KEYS
+        if extra:
+            raise Refusal(400, "unknown_field", f"unknown fields {sorted(extra)}", index)
+        stream, attributes = item.get("stream"), item.get("attributes")
+        if not isinstance(stream, str) or stream not in self._validators:
+            known = sorted(self._validators)
+            raise Refusal(400, "unknown_stream", f"stream {stream!r} is not one of {known}", index)
+        if not isinstance(attributes, dict):
+            raise Refusal(400, "invalid_event", "attributes must be a JSON object", index)
+        try:
+            for validator in self._validators[stream]:
+                validator.validate(attributes)
+            return Event(stream, attributes, item.get("producer_id"), item.get("seq"))
+        except InvalidEventError as e:
+            raise Refusal(400, "invalid_event", f"stream {stream}: {e}", index) from None
+
+    # --- producers and the append ---------------------------------------------------------
+
+    def _producers(self) -> PendingProducers:
+        """This term's overlay over the engine's producer table (a new term: a new one)."""
+        node = self.node
+        host = node.engine_host
+        if host is None or host.engine is None:
+            raise Refusal(503, "not_ready", "the engine is not open yet")
+        if self._pending is None or self._pending_epoch != node.epoch:
+            self._pending = PendingProducers(host.engine.producers)
+            self._pending_epoch = node.epoch
+        self._pending.trim(host.engine.applied)
+        return self._pending
+
+    async def _append(self, events: list[Event]) -> list[int]:
+        node = self.node
+        if node.role is not Role.ACTIVE:
+            raise Refusal(503, "not_active", f"node {node.settings.node_id} is not the active")
+        offsets: list[int | None] = [None] * len(events)
+        accepted: list[int] = []  # indexes of the events to append
+        reserved: list[tuple[str, int]] = []
+        pending = self._producers() if any(len(e) == 4 for e in events) else None
+        try:
+            for i, event in enumerate(events):
+                if pending is None or len(event) != 4:
+                    accepted.append(i)
+                    continue
+                producer, seq = event[2], event[3]
+                check = pending.reserve(producer, seq)
+                if check.verdict is Verdict.ACCEPT:
+                    reserved.append((producer, seq))
+                    accepted.append(i)
+                elif check.verdict is Verdict.DUPLICATE:
+                    offsets[i] = check.offset
+                elif check.verdict is Verdict.IN_FLIGHT:
+                    raise Refusal(
+                        503, "in_flight", f"{producer} seq {seq} is being appended: retry", i
+                    )
+                elif check.verdict is Verdict.OUT_OF_ORDER:
+                    raise Refusal(
+                        409,
+                        "out_of_order_sequence",
+                        f"{producer} seq {seq}: expected {check.expected_seq}",
+                        i,
+                    )
+                else:
+                    raise Refusal(
+                        409, "sequence_too_old", f"{producer} seq {seq} is no longer known", i
+                    )
+            if accepted:
+                result = await node.append([events[i] for i in accepted])
+                for k, i in enumerate(accepted):
+                    offsets[i] = result.base_offset + k
+                    if pending is not None and len(events[i]) == 4:
+                        pending.appended(events[i][2], events[i][3], result.base_offset + k)
+                reserved.clear()
+        except WalrepError as e:
+            raise _refusal_for(e) from None
+        finally:
+            assert pending is not None or not reserved
+            for producer, seq in reversed(reserved):  # refused or failed: nothing appended
+                pending.released(producer, seq)  # type: ignore[union-attr]
+        return [o for o in offsets if o is not None]
+
+
+def _refusal_for(error: WalrepError) -> Refusal:
+    if isinstance(error, NotActiveError):
+        return Refusal(503, "not_active", str(error))
+    if isinstance(error, OverloadedError):
+        return Refusal(503, "overloaded", str(error))
+    if isinstance(error, LimitExceededError):
+        return Refusal(413, "event_too_large", str(error))
+    if isinstance(error, InvalidEventError):
+        return Refusal(400, "invalid_event", str(error))
+    log.error("append failed: %s", error)  # our fault (a failed log): the client may retry
+    return Refusal(503, "unavailable", f"the append failed on this node: {error}")
+
+
+async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise Refusal(413, "request_too_large", f"{request.content_length} bytes, max {max_bytes}")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Refusal(413, "request_too_large", f"the body is over {max_bytes} bytes") from None
+
+
+def _parse(body: bytes, content_type: str) -> list[Any]:
+    """A JSON array, or NDJSON (by content type, else by the first byte)."""
+    text = body.lstrip()
+    if content_type == "application/json" or text[:1] == b"[":
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise Refusal(400, "malformed_json", f"the body is not JSON: {e}") from None
+        if not isinstance(items, list):
+            raise Refusal(400, "malformed_json", "a JSON body must be an array of events")
+        return items
+    out: list[Any] = []
+    for n, line in enumerate(body.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            out.append(orjson.loads(line))
+        except orjson.JSONDecodeError as e:
+            raise Refusal(
+                400, "malformed_json", f"line {n + 1} is not JSON: {e}", len(out)
+            ) from None
+    return out

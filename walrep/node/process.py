@@ -1,0 +1,222 @@
+"""The node process ``walrep node start`` runs: a ``Node`` with its engine and its servers.
+
+Ports by role (DESIGN.md, "Ports"; each + ``port_offset``): the admin API and the event
+sync listen on both nodes from start to stop; HTTP ingest listens **only while this node
+is the active** (bound after the role became ACTIVE, closed as soon as it is not: on the
+passive a client or load balancer gets "connection refused").
+
+Order at start: the admin API first (``/health`` answers while the log recovers), then
+the node (log recovery, engine restore, event-sync port, the lease), then the role
+follower that opens and closes ingest. SIGTERM or SIGINT: ingest closes first (nothing
+new is taken), the node stops (it releases the lease so the peer takes over without
+waiting for expiry, fails what was waiting, closes the log), then the admin API; exit
+status 0. A port that cannot be bound is exit status 1, naming it. SIGKILL at any moment
+loses no acknowledged event (an append is answered only once committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from aiohttp import web
+
+from walrep.config import WalrepConfig
+from walrep.engine.loader import load_apps
+from walrep.engine.snapshots import store_from_config
+from walrep.errors import WalrepError
+from walrep.node.admin import admin_app
+from walrep.node.engine_host import EngineHost
+from walrep.node.ingest_http import IngestApi
+from walrep.node.role import Role
+from walrep.node.runtime import Node
+
+log = logging.getLogger("walrep.process")
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+ROLE_WAIT_S: Final = 3600.0  # the role follower re-checks at least this often
+
+
+def engine_host(config: WalrepConfig) -> EngineHost:
+    """The engine of ``config``: its apps, its snapshot store (``state_persistence``)."""
+    section = config.state_persistence
+    return EngineHost(
+        load_apps(config.engine.apps_dir),
+        store=store_from_config(config) if section.enabled else None,
+        snapshot_interval_s=section.interval_s,
+        revisions_to_keep=section.revisions_to_keep,
+        digest_interval=section.digest_interval,
+    )
+
+
+class NodeProcess:
+    """One node and its servers (see the module docstring). ``await run()`` until a
+    signal or ``request_stop()``; returns the exit status."""
+
+    def __init__(self, config: WalrepConfig) -> None:
+        self.config = config
+        token = config.ingest.token()  # ConfigError before anything is opened
+        self.host = engine_host(config)
+        self.node = Node.from_config(config, engine=self.host)
+        self.ingest = IngestApi(
+            self.node,
+            self.host.apps,
+            token=token,
+            max_request_bytes=config.ingest.max_request_bytes,
+            max_events_per_request=config.ingest.max_events_per_request,
+        )
+        self.admin_url: str | None = None
+        self.ingest_url: str | None = None
+        self._admin: web.AppRunner | None = None
+        self._ingest: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self._exit = EXIT_OK
+
+    def request_stop(self, status: int = EXIT_OK) -> None:
+        self._exit = max(self._exit, status)
+        self._stop.set()
+
+    def urls(self) -> Mapping[str, str | None]:
+        """This node's listening addresses now (None: not listening here)."""
+        sync = self.node.address
+        return {
+            "admin": self.admin_url,
+            "ingest_http": self.ingest_url,
+            "ingest_tcp": None,  # the binary ingest protocol is not built yet
+            "query": None,  # the Store Query API is not built yet
+            "event_sync": f"tcp://{sync[0]}:{sync[1]}" if sync else None,
+        }
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        follower: asyncio.Task[None] | None = None
+        try:
+            self._admin, self.admin_url = await self._serve(
+                admin_app(self.node, urls=self.urls),
+                self.config.admin.host,
+                self.config.port(self.config.admin.port),
+                "admin API",
+            )
+            await self.node.start()
+            urls = json.dumps(dict(self.urls()))
+            log.info("node %s started: %s", self.node.settings.node_id, urls)
+            follower = asyncio.create_task(self._follow_role(), name="ingest by role")
+            await self._stop.wait()
+        except OSError as e:
+            log.error("node %s cannot start: %s", self.config.node.id, e)
+            self._exit = EXIT_FAILED
+        except WalrepError as e:
+            log.error("node %s failed: %s", self.config.node.id, e)
+            self._exit = EXIT_FAILED
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self._shutdown(follower)
+        return self._exit
+
+    async def _shutdown(self, follower: asyncio.Task[None] | None) -> None:
+        started = time.monotonic()
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        await self._close_ingest()
+        await self.node.stop()
+        if self._admin is not None:
+            await self._admin.cleanup()
+        log.info(
+            "node %s stopped in %d ms",
+            self.config.node.id,
+            (time.monotonic() - started) * 1000,
+        )
+
+    async def _follow_role(self) -> None:
+        """Ingest listens exactly while the node is the active."""
+        while True:
+            want = self.node.role is Role.ACTIVE
+            if want and self._ingest is None:
+                try:
+                    await self._open_ingest()
+                except OSError as e:
+                    log.error("node %s cannot open ingest: %s", self.config.node.id, e)
+                    self.request_stop(EXIT_FAILED)
+                    return
+            elif not want and self._ingest is not None:
+                await self._close_ingest()
+            with contextlib.suppress(TimeoutError):
+                await self.node.wait_until(
+                    lambda n: (n.role is Role.ACTIVE) != (self._ingest is not None), ROLE_WAIT_S
+                )
+
+    async def _open_ingest(self) -> None:
+        started = time.monotonic()
+        self._ingest, self.ingest_url = await self._serve(
+            self.ingest.app(),
+            self.config.ingest.host,
+            self.config.port(self.config.ingest.http_port),
+            "HTTP ingest",
+        )
+        log.info(
+            "node %s: ingest open at %s (%d ms)",
+            self.config.node.id,
+            self.ingest_url,
+            (time.monotonic() - started) * 1000,
+        )
+
+    async def _close_ingest(self) -> None:
+        runner, self._ingest, self.ingest_url = self._ingest, None, None
+        if runner is not None:
+            await runner.cleanup()
+            log.info("node %s: ingest closed", self.config.node.id)
+
+    async def _serve(
+        self, app: web.Application, host: str, port: int, what: str
+    ) -> tuple[web.AppRunner, str]:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise OSError(e.errno, f"{what} on {host}:{port}: {e.strerror}") from e
+        bound = runner.addresses[0]
+        return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts`` (ISO 8601, UTC), ``level``, ``logger``, ``message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    """Structured logs on stderr: ``text`` (one line an event) or ``json``."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
