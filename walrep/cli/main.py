@@ -12,6 +12,7 @@ from walrep.cli.config_cmd import config_group
 from walrep.cli.demo import demo
 from walrep.cli.log_cmd import log_group
 from walrep.cli.node_cmd import node_group
+from walrep.cli.publish_cmd import publish
 
 
 @click.group()
@@ -30,6 +31,7 @@ cli.add_command(config_group)
 cli.add_command(demo)
 cli.add_command(log_group)
 cli.add_command(node_group)
+cli.add_command(publish)
 
 
 def main() -> None:
