@@ -26,6 +26,7 @@ import pytest
 WAIT_S = 20.0
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_TOKEN = "adm1n"
 
 APP = """
 from walrep.engine.app import App, count, sum_
@@ -91,7 +92,12 @@ class NodeProc:
     lines: list[dict[str, Any]] = field(default_factory=list)
 
     async def start(self) -> None:
-        env = {**os.environ, "WALREP_CLUSTER_SECRET": "s3cret", "WALREP_INGEST_TOKEN": TOKEN}
+        env = {
+            **os.environ,
+            "WALREP_CLUSTER_SECRET": "s3cret",
+            "WALREP_INGEST_TOKEN": TOKEN,
+            "WALREP_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
         self.proc = await asyncio.create_subprocess_exec(
             WALREP, "node", "start", "-c", str(self.config),
             "--log-format", "json", env=env, stderr=asyncio.subprocess.PIPE,
@@ -245,3 +251,46 @@ async def test_a_kill_under_load_loses_and_duplicates_nothing(pair: Pair) -> Non
     status = await pair.until(two, "/status", lambda s, b: b["role"] == "ACTIVE")
     assert status["log_end"] == status["committed"] == 1200
     await pair.until(two, "/status", lambda s, b: b["applied"] == 1200)
+
+
+async def test_a_switchover_hands_over_without_loss_or_lease_expiry(pair: Pair) -> None:
+    """A planned switchover while a publisher keeps going: refused without the admin
+    token, then done (the lease released, not expired: the old active logs the handover
+    and follows the new one); the publisher's events all land once."""
+    from walrep.cli.switchover_cmd import switchover
+    from walrep.client import Client
+
+    one, two = pair.nodes["node1"], pair.nodes["node2"]
+    await one.start()
+    await pair.until(one, "/active", lambda s, _: s == 200)
+    await two.start()
+    await pair.until(one, "/status", lambda s, b: b["in_sync"])
+    async with pair.http.post(one.admin + "/switchover") as r:
+        assert r.status == 401  # no token
+    urls = [f"http://127.0.0.1:{n.ingest_port}" for n in (one, two)]
+    acked: list[int] = []
+    halfway = asyncio.Event()
+
+    async def publisher() -> None:
+        async with Client(urls, token=TOKEN, producer_id="gw", retry_deadline_s=15) as c:
+            for k in range(40):
+                acked.extend(await c.publish(orders(k * 10, 10)))
+                if k == 10:
+                    halfway.set()
+
+    task = asyncio.create_task(publisher())
+    async with asyncio.timeout(WAIT_S):
+        await halfway.wait()
+    result = await switchover([one.admin, two.admin], "node2", ADMIN_TOKEN)
+    assert result["ok"], result
+    assert (result["from"], result["to"]) == ("node1", "node2")
+    assert result["new_epoch"] == result["old_epoch"] + 1
+    async with asyncio.timeout(WAIT_S):
+        await task
+    assert sorted(acked) == list(range(400))
+    status = (await pair.get(two, "/status"))[1]
+    assert status["role"] == "ACTIVE" and status["committed"] == 400
+    back = (await pair.get(one, "/status"))[1]
+    assert back["role"] == "PASSIVE"  # the old active follows the new one
+    lines = [m["message"] for m in one.lines]
+    assert any("switchover to node2" in m for m in lines), lines[-5:]

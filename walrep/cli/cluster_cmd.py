@@ -25,6 +25,7 @@ import click
 import sqlalchemy as sa
 
 from walrep.cli.config_cmd import ConfigProblem, load_or_fail, redact_url
+from walrep.cli.switchover_cmd import switchover_cmd
 from walrep.config import WalrepConfig
 from walrep.db import guarded, normalize_url
 from walrep.errors import ConfigError, CoordinationError
@@ -358,3 +359,6 @@ def maintenance(state: str, path: Path, timeout_ms: int) -> None:
         click.echo(f"maintenance: on — automatic failover paused for group {group} ({holder})")
     else:
         click.echo(f"maintenance: off — automatic failover active for group {group} ({holder})")
+
+
+cluster_group.add_command(switchover_cmd)

@@ -204,6 +204,12 @@ class AdminSection(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(7080, ge=0, le=65535)  # + port_offset (0: any free port)
+    # POST /switchover needs Authorization: Bearer <this variable>; unset: refused.
+    token_env: str = Field("WALREP_ADMIN_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    switchover_timeout_ms: int = Field(10_000, gt=0, le=600_000)
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) or None
 
 
 class IngestSection(_Section):

@@ -30,10 +30,11 @@ contracts (``docs/api.md`` "Admin API" documents the same, field by field):
 
 from __future__ import annotations
 
+import hmac
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -249,10 +250,21 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _error(404, "not_found", f"no route {request.method} {request.path}")
 
 
-def admin_app(node: Node, *, urls: Callable[[], Mapping[str, str | None]]) -> web.Application:
+Switchover = Callable[[str | None], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def admin_app(
+    node: Node,
+    *,
+    urls: Callable[[], Mapping[str, str | None]],
+    switchover: Switchover | None = None,
+    admin_token: str | None = None,
+) -> web.Application:
     """The admin API of ``node`` (module docstring). ``urls()`` is called on every /status:
     the URL each listener is reachable at, None for one not listening (keys ``URL_KEYS``;
-    a missing key reads as None, other keys are ignored)."""
+    a missing key reads as None, other keys are ignored). ``switchover(to)`` carries out
+    ``POST /switchover`` (``walrep.node.process``), which needs ``admin_token`` as
+    ``Authorization: Bearer``: without a token configured it is refused (403)."""
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))
 
@@ -285,6 +297,16 @@ def admin_app(node: Node, *, urls: Callable[[], Mapping[str, str | None]]) -> we
         body = generate_latest(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def post_switchover(request: web.Request) -> web.Response:
+        refused = _admin_refusal(request, admin_token)
+        if refused is not None:
+            return refused
+        if switchover is None:
+            return _error(404, "not_found", "this node offers no switchover")
+        to = request.query.get("to") or None
+        code, body = await switchover(to)
+        return _json(code, body)
+
     app = web.Application(middlewares=[_json_errors])
     for path, handler in (
         ("/health", health),
@@ -295,4 +317,18 @@ def admin_app(node: Node, *, urls: Callable[[], Mapping[str, str | None]]) -> we
         ("/metrics", metrics),
     ):
         app.router.add_get(path, handler)
+    app.router.add_post("/switchover", post_switchover)
     return app
+
+
+def _admin_refusal(request: web.Request, token: str | None) -> web.Response | None:
+    """401/403 unless the request carries the admin token (constant-time compare)."""
+    if token is None:
+        return _error(403, "forbidden", "no admin token is configured (WALREP_ADMIN_TOKEN)")
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return _error(401, "unauthorized", "the admin token is required (Authorization)")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        return _error(403, "forbidden", "the admin token is wrong")
+    return None

@@ -79,6 +79,7 @@ class NodeProcess:
         self._ingest: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._exit = EXIT_OK
+        self._switching = False  # a switchover keeps ingest closed while the role is ACTIVE
 
     def request_stop(self, status: int = EXIT_OK) -> None:
         self._exit = max(self._exit, status)
@@ -102,7 +103,12 @@ class NodeProcess:
         follower: asyncio.Task[None] | None = None
         try:
             self._admin, self.admin_url = await self._serve(
-                admin_app(self.node, urls=self.urls),
+                admin_app(
+                    self.node,
+                    urls=self.urls,
+                    switchover=self.switchover,
+                    admin_token=self.config.admin.token(),
+                ),
                 self.config.admin.host,
                 self.config.port(self.config.admin.port),
                 "admin API",
@@ -140,10 +146,13 @@ class NodeProcess:
             (time.monotonic() - started) * 1000,
         )
 
+    def _wants_ingest(self) -> bool:
+        return self.node.role is Role.ACTIVE and not self._switching
+
     async def _follow_role(self) -> None:
-        """Ingest listens exactly while the node is the active."""
+        """Ingest listens exactly while the node is the active (and not handing over)."""
         while True:
-            want = self.node.role is Role.ACTIVE
+            want = self._wants_ingest()
             if want and self._ingest is None:
                 try:
                     await self._open_ingest()
@@ -155,8 +164,81 @@ class NodeProcess:
                 await self._close_ingest()
             with contextlib.suppress(TimeoutError):
                 await self.node.wait_until(
-                    lambda n: (n.role is Role.ACTIVE) != (self._ingest is not None), ROLE_WAIT_S
+                    lambda n: self._wants_ingest() != (self._ingest is not None), ROLE_WAIT_S
                 )
+
+    async def switchover(self, to: str | None) -> tuple[int, dict[str, Any]]:
+        """``POST /switchover``: hand the active role to the in-sync standby, losing
+        nothing and without waiting for the lease to expire. In order: ingest closes (no
+        new event is taken), the standby catches up with everything written, the lease is
+        released (the standby's next poll wins it), this node follows again after three
+        lease lifetimes. 409 (and ingest reopens) when this node is not the active, the
+        standby is not ``to`` or not in sync, or it does not catch up within
+        ``admin.switchover_timeout_ms``."""
+        node, me = self.node, self.config.node.id
+        term = node.core.term if node.core is not None else None
+        standby = term.shipper.standby if term is not None else None
+        refusal = None
+        if node.role is not Role.ACTIVE or term is None:
+            refusal = ("not_active", f"{me} is {node.role.value}, not the active")
+        elif to == me:
+            refusal = ("already_active", f"{me} is the active already")
+        elif to is not None and standby != to:
+            refusal = ("unknown_standby", f"the standby is {standby!r}, not {to!r}")
+        elif not node.standby_in_sync:
+            refusal = ("standby_not_in_sync", f"the standby {standby!r} is not in sync")
+        elif self._switching:
+            refusal = ("in_progress", "a switchover is in progress")
+        if refusal is not None:
+            return 409, {"error": refusal[0], "message": refusal[1]}
+        assert term is not None
+        timeout_s = self.config.admin.switchover_timeout_ms / 1000
+        started = time.monotonic()
+        self._switching = True
+        try:
+            await self._close_ingest()
+            closed_ms = (time.monotonic() - started) * 1000
+
+            def caught_up(n: Node) -> bool:
+                if n.role is not Role.ACTIVE:
+                    return True
+                end = n.log.log_end
+                return n.committed == end and term.shipper.acked >= end
+
+            try:
+                await node.wait_until(caught_up, timeout_s)
+            except TimeoutError:
+                message = f"the standby {standby!r} did not catch up in {timeout_s} s"
+                return 409, {"error": "standby_behind", "message": message}
+            if node.role is not Role.ACTIVE:
+                return 409, {"error": "not_active", "message": f"{me} lost the lease meanwhile"}
+            epoch, end = node.epoch, node.log.log_end
+            node.release(3 * self.config.cluster.lease_ttl_ms)
+            try:
+                await node.wait_until(lambda n: n.role is not Role.ACTIVE, timeout_s)
+            except TimeoutError:
+                message = f"the release of epoch {epoch} was not confirmed in {timeout_s} s"
+                return 409, {"error": "release_pending", "message": message}
+            released_ms = (time.monotonic() - started) * 1000
+            log.info(
+                "node %s: switchover to %s: ingest closed in %d ms, lease of epoch %d "
+                "released at offset %d after %d ms",
+                me,
+                standby,
+                closed_ms,
+                epoch,
+                end,
+                released_ms,
+            )
+            return 200, {
+                "released_epoch": epoch,
+                "log_end": end,
+                "to": standby,
+                "ingest_closed_ms": round(closed_ms, 1),
+                "released_ms": round(released_ms, 1),
+            }
+        finally:
+            self._switching = False
 
     async def _open_ingest(self) -> None:
         started = time.monotonic()
