@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
 import socket
-import sys
-import textwrap
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+
+from walrep.demo.procs import Admin, NodeProc, write_config
 
 WAIT_S = 20.0
 TOKEN = "t0ken"
@@ -43,110 +41,57 @@ app.aggregation(
 """
 
 
-WALREP = str(Path(sys.executable).parent / "walrep")  # the console script operators run
-
-
-def parse(raw: bytes) -> dict[str, Any]:
-    """A log line: one JSON object (anything else, say a traceback, is kept as text)."""
-    try:
-        line = json.loads(raw)
-    except ValueError:
-        return {"message": raw.decode(errors="replace"), "level": "raw"}
-    assert isinstance(line, dict) and {"ts", "level", "logger", "message"} <= set(line), line
-    return line
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def write_config(root: Path, name: str, ingest_port: int) -> Path:
-    path = root / f"{name}.yaml"
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            node: {{id: {name}, data_dir: {root / name}}}
-            cluster: {{group_id: g1, heartbeat_interval_ms: 100, heartbeat_max_retry: 3,
-                      event_polling_interval_ms: 50}}
-            deployment: {{event_sync_server: {{host: 127.0.0.1, port: 0}}}}
-            admin: {{port: 0}}
-            ingest: {{http_port: {ingest_port}}}
-            engine: {{apps_dir: {root / "apps"}}}
-            state_persistence: {{interval_s: 1}}
-            datasources: [{{name: WALREP_DB, url: "sqlite+aiosqlite:///{root / "cluster.db"}"}}]
-            """
-        )
-    )
-    return path
-
-
 @dataclass
-class NodeProc:
-    name: str
-    config: Path
+class Node:
+    proc: NodeProc
     ingest_port: int
-    proc: asyncio.subprocess.Process | None = None
-    admin: str = ""
-    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.proc.name
+
+    @property
+    def admin(self) -> str:
+        return self.proc.admin
+
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        return self.proc.lines
 
     async def start(self) -> None:
-        env = {
-            **os.environ,
-            "WALREP_CLUSTER_SECRET": "s3cret",
-            "WALREP_INGEST_TOKEN": TOKEN,
-            "WALREP_ADMIN_TOKEN": ADMIN_TOKEN,
-        }
-        self.proc = await asyncio.create_subprocess_exec(
-            WALREP, "node", "start", "-c", str(self.config),
-            "--log-format", "json", env=env, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(WAIT_S):
-            while not self.admin:
-                raw = await self.proc.stderr.readline()
-                assert raw, f"{self.name} exited: {self.lines[-5:]}"
-                line = parse(raw)
-                self.lines.append(line)
-                head = f"node {self.name} started: "
-                if line["message"].startswith(head):
-                    self.admin = json.loads(line["message"][len(head) :])["admin"]
-        asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        while raw := await self.proc.stderr.readline():
-            self.lines.append(parse(raw))
+        await self.proc.start()
+        for line in self.proc.lines:  # every line is one JSON object
+            assert {"ts", "level", "logger", "message"} <= set(line), line
 
     async def signal(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        async with asyncio.timeout(WAIT_S):
-            return await self.proc.wait()
+        return await self.proc.signal(sig)
 
 
 @dataclass
 class Pair:
     http: aiohttp.ClientSession
-    nodes: dict[str, NodeProc]
+    nodes: dict[str, Node]
 
-    async def get(self, n: NodeProc, path: str) -> tuple[int, Any]:
-        async with self.http.get(n.admin + path) as r:
-            return r.status, await r.json(content_type=None)
+    async def get(self, n: Node, path: str) -> tuple[int, Any]:
+        return await Admin(self.http).get(n.proc, path)
 
-    async def until(self, n: NodeProc, path: str, ok: Callable[[int, Any], bool]) -> Any:
+    async def until(self, n: Node, path: str, ok: Callable[[int, Any], bool]) -> Any:
         """Poll an admin route until ``ok(status, body)``: a positive signal, bounded."""
-        async with asyncio.timeout(WAIT_S):
-            while True:
-                status, body = await self.get(n, path)
-                if ok(status, body):
-                    return body
-                await asyncio.sleep(0.05)
+        return await Admin(self.http).until(n.proc, path, ok, path, WAIT_S)
 
     async def post(self, url: str, events: list[dict[str, Any]]) -> tuple[int, Any]:
         async with self.http.post(url + "/events", json=events, headers=AUTH) as r:
             return r.status, await r.json()
+
+
+ENV = {"WALREP_CLUSTER_SECRET": "s3cret", "WALREP_INGEST_TOKEN": TOKEN,
+       "WALREP_ADMIN_TOKEN": ADMIN_TOKEN}  # fmt: skip
 
 
 @pytest.fixture
@@ -156,15 +101,14 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     nodes = {}
     for name in ("node1", "node2"):
         port = free_port()
-        nodes[name] = NodeProc(name, write_config(tmp_path, name, port), port)
+        config = write_config(tmp_path, name, tmp_path / "apps", ingest_port=port)
+        nodes[name] = Node(NodeProc(name, config, ENV), port)
     async with aiohttp.ClientSession() as http:
         try:
             yield Pair(http, nodes)
         finally:
             for n in nodes.values():
-                if n.proc is not None and n.proc.returncode is None:
-                    n.proc.kill()
-                    await n.proc.wait()
+                await n.proc.kill_if_running()
 
 
 def orders(start: int, n: int, producer: str | None = None) -> list[dict[str, Any]]:
@@ -294,3 +238,53 @@ async def test_a_switchover_hands_over_without_loss_or_lease_expiry(pair: Pair) 
     assert back["role"] == "PASSIVE"  # the old active follows the new one
     lines = [m["message"] for m in one.lines]
     assert any("switchover to node2" in m for m in lines), lines[-5:]
+
+
+@pytest.mark.slow
+async def test_twenty_kills_in_a_row_with_restarts_lose_and_duplicate_nothing(
+    pair: Pair,
+) -> None:
+    """The active is SIGKILLed 20 times in a row under load, each time restarted once the
+    other took over; every acknowledged event has exactly one offset, and both logs end
+    at the number of events acknowledged (both applied all of them)."""
+    from walrep.client import Client
+
+    nodes = list(pair.nodes.values())
+    await nodes[0].start()
+    await pair.until(nodes[0], "/active", lambda s, _: s == 200)
+    await nodes[1].start()
+    urls = [f"http://127.0.0.1:{n.ingest_port}" for n in nodes]
+    acked: list[int] = []
+    done, progress = asyncio.Event(), asyncio.Event()
+
+    async def publisher() -> None:
+        async with Client(urls, token=TOKEN, producer_id="gw", retry_deadline_s=20) as c:
+            k = 0
+            while not done.is_set():
+                acked.extend(await c.publish(orders(k * 10, 10)))
+                progress.set()
+                k += 1
+
+    task = asyncio.create_task(publisher())
+    failovers = []
+    for _ in range(20):
+        active = [n for n in nodes if (await pair.get(n, "/active"))[0] == 200]
+        assert len(active) == 1
+        victim = active[0]
+        other = nodes[1 - nodes.index(victim)]
+        await pair.until(victim, "/status", lambda s, b: b["in_sync"])  # a safe kill
+        before = len(acked)
+        assert await victim.signal(signal.SIGKILL) == -signal.SIGKILL
+        await pair.until(other, "/active", lambda s, _: s == 200)
+        progress.clear()
+        await victim.start()  # comes back passive, truncates, catches up
+        async with asyncio.timeout(WAIT_S):
+            await progress.wait()  # the publisher goes on through the new active
+        failovers.append(len(acked) - before)
+    done.set()
+    async with asyncio.timeout(WAIT_S):
+        await task
+    total = len(acked)
+    assert sorted(acked) == list(range(total)) and len(failovers) == 20
+    for n in nodes:
+        await pair.until(n, "/status", lambda s, b: b["log_end"] == total == b["applied"])

@@ -1,0 +1,1 @@
+"""The two-node demo (``walrep demo``): node processes, the scenario, the verdict."""
