@@ -217,6 +217,9 @@ class IngestSection(_Section):
 
     host: str = "127.0.0.1"
     http_port: int = Field(7280, ge=0, le=65535)  # + port_offset (0: any free port)
+    tcp_port: int = Field(9611, ge=0, le=65535)  # binary TCP ingest (docs/formats.md)
+    tcp_max_in_flight: int = Field(64, gt=0, le=10_000)  # pipelined requests a connection
+    tcp_max_connections: int = Field(256, gt=0, le=100_000)
     # "token": Authorization: Bearer <the variable named by token_env>; "none": open
     # (must be said explicitly: a node refuses to start with "token" and no token set).
     auth: Literal["token", "none"] = "token"
@@ -235,6 +238,13 @@ class IngestSection(_Section):
                 "(set it, or say ingest.auth: none to accept events without a token)"
             )
         return value
+
+
+class QuerySection(_Section):
+    """The Store Query API, ``POST /stores/query``: listening only on the active."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7370, ge=0, le=65535)  # + port_offset (0: any free port)
 
 
 class EngineSection(_Section):
@@ -260,6 +270,7 @@ class WalrepConfig(BaseSettings):
     state_persistence: StatePersistenceSection = StatePersistenceSection()
     admin: AdminSection = AdminSection()
     ingest: IngestSection = IngestSection()
+    query: QuerySection = QuerySection()
     engine: EngineSection = EngineSection()
     datasources: list[DatasourceSection] = Field(default_factory=_default_datasources)
     port_offset: int = Field(0, ge=0, le=10_000)

@@ -56,7 +56,7 @@ def write_config(
                       heartbeat_max_retry: 3, event_polling_interval_ms: 50}}
             deployment: {{event_sync_server: {{host: 127.0.0.1, port: 0}}}}
             admin: {{port: 0}}
-            ingest: {{http_port: {ingest_port}}}
+            ingest: {{http_port: {ingest_port}, tcp_port: 0}}
             engine: {{apps_dir: "{apps_dir}"}}
             state_persistence: {{interval_s: 2}}
             datasources: [{{name: WALREP_DB, url: "sqlite+aiosqlite:///{root / "cluster.db"}"}}]

@@ -102,6 +102,23 @@ class IngestApi:
         server.router.add_post("/events", self.post_events)
         return server
 
+    async def ingest(self, items: list[Any]) -> list[int]:
+        """Check and append decoded request items; their offsets once committed. Raises
+        ``Refusal``. The checks and the producer reservations run before the first await,
+        so requests started in order are reserved (and appended) in that order (the TCP
+        ingest's pipelining relies on it)."""
+        return await self._append(self._events(items))
+
+    def token_refusal(self, given: bytes) -> Refusal | None:
+        """None if ``given`` is the ingest token (or none is required)."""
+        if self._token is None:
+            return None
+        if not given:
+            return Refusal(401, "unauthorized", "an ingest token is required")
+        if not hmac.compare_digest(given, self._token):
+            return Refusal(403, "forbidden", "the ingest token is wrong")
+        return None
+
     async def post_events(self, request: web.Request) -> web.Response:
         try:
             self._authenticate(request)

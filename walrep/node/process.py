@@ -35,6 +35,7 @@ from walrep.errors import WalrepError
 from walrep.node.admin import admin_app
 from walrep.node.engine_host import EngineHost
 from walrep.node.ingest_http import IngestApi
+from walrep.node.ingest_tcp import TcpIngest
 from walrep.node.role import Role
 from walrep.node.runtime import Node
 
@@ -75,6 +76,13 @@ class NodeProcess:
         )
         self.admin_url: str | None = None
         self.ingest_url: str | None = None
+        self.ingest_tcp_url: str | None = None
+        self.tcp = TcpIngest(
+            self.ingest,
+            config.node.id,
+            max_in_flight=config.ingest.tcp_max_in_flight,
+            max_connections=config.ingest.tcp_max_connections,
+        )
         self._admin: web.AppRunner | None = None
         self._ingest: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -91,7 +99,7 @@ class NodeProcess:
         return {
             "admin": self.admin_url,
             "ingest_http": self.ingest_url,
-            "ingest_tcp": None,  # the binary ingest protocol is not built yet
+            "ingest_tcp": self.ingest_tcp_url,
             "query": None,  # the Store Query API is not built yet
             "event_sync": f"tcp://{sync[0]}:{sync[1]}" if sync else None,
         }
@@ -242,21 +250,29 @@ class NodeProcess:
 
     async def _open_ingest(self) -> None:
         started = time.monotonic()
+        section = self.config.ingest
         self._ingest, self.ingest_url = await self._serve(
-            self.ingest.app(),
-            self.config.ingest.host,
-            self.config.port(self.config.ingest.http_port),
-            "HTTP ingest",
+            self.ingest.app(), section.host, self.config.port(section.http_port), "HTTP ingest"
         )
+        try:
+            self.ingest_tcp_url = await self.tcp.start(
+                section.host, self.config.port(section.tcp_port)
+            )
+        except OSError as e:
+            await self._close_ingest()
+            raise OSError(e.errno, f"TCP ingest on {section.host}: {e.strerror}") from e
         log.info(
-            "node %s: ingest open at %s (%d ms)",
+            "node %s: ingest open at %s and %s (%d ms)",
             self.config.node.id,
             self.ingest_url,
+            self.ingest_tcp_url,
             (time.monotonic() - started) * 1000,
         )
 
     async def _close_ingest(self) -> None:
         runner, self._ingest, self.ingest_url = self._ingest, None, None
+        self.ingest_tcp_url = None
+        await self.tcp.close()
         if runner is not None:
             await runner.cleanup()
             log.info("node %s: ingest closed", self.config.node.id)
