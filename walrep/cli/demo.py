@@ -1,4 +1,4 @@
-"""``walrep demo``: append to a log, reopen it, read everything back and verify it."""
+"""``walrep log demo``: append to a log, reopen it, read everything back and verify it."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ async def _append_all(wal: Wal, batches: list[list[Event]]) -> None:
     await asyncio.gather(*(wal.append(batch, epoch=1) for batch in batches))
 
 
-@click.command()
+@click.command("demo")
 @click.option(
     "--dir",
     "directory",
@@ -56,7 +56,7 @@ async def _append_all(wal: Wal, batches: list[list[Event]]) -> None:
 )
 @click.option("--events", default=10_000, show_default=True, help="Events to append.")
 @click.option("--batch", default=100, show_default=True, help="Events per append.")
-def demo(directory: Path | None, events: int, batch: int) -> None:
+def log_demo(directory: Path | None, events: int, batch: int) -> None:
     """Append events to a write-ahead log, reopen it, read them back and verify them."""
     keep = directory is not None
     path = directory or Path(tempfile.mkdtemp(prefix="walrep-demo-"))

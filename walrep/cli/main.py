@@ -9,7 +9,8 @@ import click
 from walrep import __version__
 from walrep.cli.cluster_cmd import cluster_group
 from walrep.cli.config_cmd import config_group
-from walrep.cli.demo import demo
+from walrep.cli.demo import log_demo
+from walrep.cli.failover_demo import demo
 from walrep.cli.log_cmd import log_group
 from walrep.cli.node_cmd import node_group
 from walrep.cli.publish_cmd import publish
@@ -29,6 +30,7 @@ def cli(verbose: bool) -> None:
 cli.add_command(cluster_group)
 cli.add_command(config_group)
 cli.add_command(demo)
+log_group.add_command(log_demo)
 cli.add_command(log_group)
 cli.add_command(node_group)
 cli.add_command(publish)

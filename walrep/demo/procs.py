@@ -57,8 +57,9 @@ def write_config(
             deployment: {{event_sync_server: {{host: 127.0.0.1, port: 0}}}}
             admin: {{port: 0}}
             ingest: {{http_port: {ingest_port}, tcp_port: 0}}
+            query: {{port: 0}}
             engine: {{apps_dir: "{apps_dir}"}}
-            state_persistence: {{interval_s: 2}}
+            state_persistence: {{interval_s: 5}}
             datasources: [{{name: WALREP_DB, url: "sqlite+aiosqlite:///{root / "cluster.db"}"}}]
             """
         )
@@ -77,7 +78,16 @@ class NodeProc:
     proc: asyncio.subprocess.Process | None = None
     admin: str = ""
     lines: list[dict[str, Any]] = field(default_factory=list)
+    log_path: Path | None = None  # every raw log line is appended here too
     _reader: asyncio.Task[None] | None = None
+
+    def _keep(self, raw: bytes) -> dict[str, Any]:
+        if self.log_path is not None:
+            with self.log_path.open("ab") as f:
+                f.write(raw)
+        line = parse_line(raw)
+        self.lines.append(line)
+        return line
 
     async def start(self) -> None:
         self.admin = ""
@@ -94,8 +104,7 @@ class NodeProc:
                 if not raw:
                     tail = [m["message"] for m in self.lines[-5:]]
                     raise RuntimeError(f"node {self.name} exited before it started: {tail}")
-                line = parse_line(raw)
-                self.lines.append(line)
+                line = self._keep(raw)
                 if str(line["message"]).startswith(head):
                     self.admin = json.loads(line["message"][len(head) :])["admin"]
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -103,7 +112,7 @@ class NodeProc:
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
         while raw := await self.proc.stderr.readline():
-            self.lines.append(parse_line(raw))
+            self._keep(raw)
 
     @property
     def running(self) -> bool:

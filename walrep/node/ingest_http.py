@@ -43,6 +43,7 @@ from walrep.errors import (
     WalrepError,
 )
 from walrep.log.frame import Event
+from walrep.node.http_common import Refusal, json_response, read_body
 from walrep.node.role import Role
 
 if TYPE_CHECKING:
@@ -50,27 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("walrep.ingest")
 
-RETRY_AFTER_S = 1
 EVENT_KEYS = frozenset({"stream", "attributes", "producer_id", "seq"})
-
-
-class Refusal(Exception):
-    """What is wrong with a request: the HTTP status, a code, a message, the event."""
-
-    def __init__(self, status: int, code: str, message: str, index: int | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.index = status, code, message, index
-
-    def response(self) -> web.Response:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.index is not None:
-            body["index"] = self.index
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else None
-        return web.json_response(body, status=self.status, headers=headers, dumps=_dumps)
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
 
 
 class IngestApi:
@@ -122,9 +103,9 @@ class IngestApi:
     async def post_events(self, request: web.Request) -> web.Response:
         try:
             self._authenticate(request)
-            body = await _read_body(request, self.max_request_bytes)
+            body = await read_body(request, self.max_request_bytes)
             events = self._events(_parse(body, request.content_type))
-            return web.json_response({"offsets": await self._append(events)}, dumps=_dumps)
+            return json_response({"offsets": await self._append(events)})
         except Refusal as refusal:
             return refusal.response()
 
@@ -153,22 +134,24 @@ class IngestApi:
 
     def _event(self, index: int, item: Any) -> Event:
         if not isinstance(item, dict):
-            raise Refusal(400, "not_an_event", "an event is a JSON object", index)
+            raise Refusal(400, "not_an_event", "an event is a JSON object", index=index)
         extra = set(item) - EVENT_KEYS
         if extra:
-            raise Refusal(400, "unknown_field", f"unknown fields {sorted(extra)}", index)
+            raise Refusal(400, "unknown_field", f"unknown fields {sorted(extra)}", index=index)
         stream, attributes = item.get("stream"), item.get("attributes")
         if not isinstance(stream, str) or stream not in self._validators:
             known = sorted(self._validators)
-            raise Refusal(400, "unknown_stream", f"stream {stream!r} is not one of {known}", index)
+            raise Refusal(
+                400, "unknown_stream", f"stream {stream!r} is not one of {known}", index=index
+            )
         if not isinstance(attributes, dict):
-            raise Refusal(400, "invalid_event", "attributes must be a JSON object", index)
+            raise Refusal(400, "invalid_event", "attributes must be a JSON object", index=index)
         try:
             for validator in self._validators[stream]:
                 validator.validate(attributes)
             return Event(stream, attributes, item.get("producer_id"), item.get("seq"))
         except InvalidEventError as e:
-            raise Refusal(400, "invalid_event", f"stream {stream}: {e}", index) from None
+            raise Refusal(400, "invalid_event", f"stream {stream}: {e}", index=index) from None
 
     # --- producers and the append ---------------------------------------------------------
 
@@ -206,18 +189,24 @@ class IngestApi:
                     offsets[i] = check.offset
                 elif check.verdict is Verdict.IN_FLIGHT:
                     raise Refusal(
-                        503, "in_flight", f"{producer} seq {seq} is being appended: retry", i
+                        503,
+                        "in_flight",
+                        f"{producer} seq {seq} is being appended: retry",
+                        index=i,
                     )
                 elif check.verdict is Verdict.OUT_OF_ORDER:
                     raise Refusal(
                         409,
                         "out_of_order_sequence",
                         f"{producer} seq {seq}: expected {check.expected_seq}",
-                        i,
+                        index=i,
                     )
                 else:
                     raise Refusal(
-                        409, "sequence_too_old", f"{producer} seq {seq} is no longer known", i
+                        409,
+                        "sequence_too_old",
+                        f"{producer} seq {seq} is no longer known",
+                        index=i,
                     )
             if accepted:
                 result = await node.append([events[i] for i in accepted])
@@ -248,15 +237,6 @@ def _refusal_for(error: WalrepError) -> Refusal:
     return Refusal(503, "unavailable", f"the append failed on this node: {error}")
 
 
-async def _read_body(request: web.Request, max_bytes: int) -> bytes:
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise Refusal(413, "request_too_large", f"{request.content_length} bytes, max {max_bytes}")
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise Refusal(413, "request_too_large", f"the body is over {max_bytes} bytes") from None
-
-
 def _parse(body: bytes, content_type: str) -> list[Any]:
     """A JSON array, or NDJSON (by content type, else by the first byte)."""
     text = body.lstrip()
@@ -276,6 +256,6 @@ def _parse(body: bytes, content_type: str) -> list[Any]:
             out.append(orjson.loads(line))
         except orjson.JSONDecodeError as e:
             raise Refusal(
-                400, "malformed_json", f"line {n + 1} is not JSON: {e}", len(out)
+                400, "malformed_json", f"line {n + 1} is not JSON: {e}", index=len(out)
             ) from None
     return out

@@ -29,7 +29,8 @@ from typing import Any, Final
 
 import orjson
 
-from walrep.node.ingest_http import IngestApi, Refusal
+from walrep.node.http_common import Refusal
+from walrep.node.ingest_http import IngestApi
 
 log = logging.getLogger("walrep.ingest")
 
@@ -178,8 +179,4 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int] | None:
 
 
 def _error(refusal: Refusal) -> dict[str, Any]:
-    doc: dict[str, Any] = {"error": refusal.code, "message": refusal.message}
-    doc["status"] = refusal.status
-    if refusal.index is not None:
-        doc["index"] = refusal.index
-    return doc
+    return {**refusal.body(), "status": refusal.status}

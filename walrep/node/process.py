@@ -1,9 +1,10 @@
 """The node process ``walrep node start`` runs: a ``Node`` with its engine and its servers.
 
 Ports by role (DESIGN.md, "Ports"; each + ``port_offset``): the admin API and the event
-sync listen on both nodes from start to stop; HTTP ingest listens **only while this node
-is the active** (bound after the role became ACTIVE, closed as soon as it is not: on the
-passive a client or load balancer gets "connection refused").
+sync listen on both nodes from start to stop; HTTP and TCP ingest and the Store Query
+API listen **only while this node is the active** (bound after the role became ACTIVE,
+closed as soon as it is not: on the passive a client or load balancer gets "connection
+refused").
 
 Order at start: the admin API first (``/health`` answers while the log recovers), then
 the node (log recovery, engine restore, event-sync port, the lease), then the role
@@ -36,6 +37,7 @@ from walrep.node.admin import admin_app
 from walrep.node.engine_host import EngineHost
 from walrep.node.ingest_http import IngestApi
 from walrep.node.ingest_tcp import TcpIngest
+from walrep.node.query_http import QueryApi
 from walrep.node.role import Role
 from walrep.node.runtime import Node
 
@@ -77,6 +79,9 @@ class NodeProcess:
         self.admin_url: str | None = None
         self.ingest_url: str | None = None
         self.ingest_tcp_url: str | None = None
+        self.query_url: str | None = None
+        self.query = QueryApi(self.node, self.host.apps)
+        self._query: web.AppRunner | None = None
         self.tcp = TcpIngest(
             self.ingest,
             config.node.id,
@@ -100,7 +105,7 @@ class NodeProcess:
             "admin": self.admin_url,
             "ingest_http": self.ingest_url,
             "ingest_tcp": self.ingest_tcp_url,
-            "query": None,  # the Store Query API is not built yet
+            "query": self.query_url,
             "event_sync": f"tcp://{sync[0]}:{sync[1]}" if sync else None,
         }
 
@@ -258,14 +263,21 @@ class NodeProcess:
             self.ingest_tcp_url = await self.tcp.start(
                 section.host, self.config.port(section.tcp_port)
             )
+            self._query, self.query_url = await self._serve(
+                self.query.app(),
+                self.config.query.host,
+                self.config.port(self.config.query.port),
+                "Store Query API",
+            )
         except OSError as e:
             await self._close_ingest()
-            raise OSError(e.errno, f"TCP ingest on {section.host}: {e.strerror}") from e
+            raise OSError(e.errno, f"the active's ports on {section.host}: {e.strerror}") from e
         log.info(
-            "node %s: ingest open at %s and %s (%d ms)",
+            "node %s: ingest open at %s and %s, queries at %s (%d ms)",
             self.config.node.id,
             self.ingest_url,
             self.ingest_tcp_url,
+            self.query_url,
             (time.monotonic() - started) * 1000,
         )
 
@@ -273,6 +285,9 @@ class NodeProcess:
         runner, self._ingest, self.ingest_url = self._ingest, None, None
         self.ingest_tcp_url = None
         await self.tcp.close()
+        query, self._query, self.query_url = self._query, None, None
+        if query is not None:
+            await query.cleanup()
         if runner is not None:
             await runner.cleanup()
             log.info("node %s: ingest closed", self.config.node.id)
