@@ -144,6 +144,11 @@ async def test_ports_by_role_failover_and_a_clean_stop(pair: Pair) -> None:
     batch = orders(0, 5, producer="gw")
     assert await pair.post(ingest_one, batch) == (200, {"offsets": [0, 1, 2, 3, 4]})
     await pair.until(two, "/standby", lambda s, _: s == 200)  # the passive's own view
+    async with pair.http.get(one.admin + "/metrics") as r:
+        metrics = await r.text()
+    assert 'walrep_ingest_events_total{transport="http"} 5.0' in metrics
+    assert 'walrep_ingest_request_seconds_count{transport="http"} 1.0' in metrics
+    assert "walrep_committed_offset 5.0" in metrics
     passive = (await pair.get(two, "/status"))[1]
     assert passive["role"] == "PASSIVE" and passive["urls"]["ingest_http"] is None
     assert (await pair.get(two, "/active"))[0] == 503

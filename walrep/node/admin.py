@@ -259,13 +259,16 @@ def admin_app(
     urls: Callable[[], Mapping[str, str | None]],
     switchover: Switchover | None = None,
     admin_token: str | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The admin API of ``node`` (module docstring). ``urls()`` is called on every /status:
     the URL each listener is reachable at, None for one not listening (keys ``URL_KEYS``;
     a missing key reads as None, other keys are ignored). ``switchover(to)`` carries out
     ``POST /switchover`` (``walrep.node.process``), which needs ``admin_token`` as
-    ``Authorization: Bearer``: without a token configured it is refused (403)."""
-    registry = CollectorRegistry()
+    ``Authorization: Bearer``: without a token configured it is refused (403).
+    ``registry``: the process's own registry, where other parts (ingest) keep their
+    histograms too; the node's collector is added to it (a new one when None)."""
+    registry = registry if registry is not None else CollectorRegistry()
     registry.register(NodeCollector(node))
 
     async def health(_: web.Request) -> web.Response:

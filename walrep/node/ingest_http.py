@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from walrep.engine.app import App
 from walrep.engine.dedup import PendingProducers, Verdict
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("walrep.ingest")
 
 EVENT_KEYS = frozenset({"stream", "attributes", "producer_id", "seq"})
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 class IngestApi:
@@ -65,8 +68,10 @@ class IngestApi:
         token: str | None,
         max_request_bytes: int,
         max_events_per_request: int,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.node = node
+        self.metrics = IngestMetrics(registry)
         self._token = token.encode() if token is not None else None
         self.max_request_bytes = max_request_bytes
         self.max_events_per_request = max_events_per_request
@@ -83,12 +88,20 @@ class IngestApi:
         server.router.add_post("/events", self.post_events)
         return server
 
-    async def ingest(self, items: list[Any]) -> list[int]:
+    async def ingest(self, items: list[Any], transport: str = "tcp") -> list[int]:
         """Check and append decoded request items; their offsets once committed. Raises
         ``Refusal``. The checks and the producer reservations run before the first await,
         so requests started in order are reserved (and appended) in that order (the TCP
-        ingest's pipelining relies on it)."""
-        return await self._append(self._events(items))
+        ingest's pipelining relies on it). Counted in ``metrics`` under ``transport``."""
+        started = time.perf_counter()
+        try:
+            offsets = await self._append(self._events(items))
+        except Refusal as refusal:
+            self.metrics.refused.labels(transport, refusal.code).inc()
+            raise
+        self.metrics.latency_s.labels(transport).observe(time.perf_counter() - started)
+        self.metrics.events.labels(transport).inc(len(offsets))
+        return offsets
 
     def token_refusal(self, given: bytes) -> Refusal | None:
         """None if ``given`` is the ingest token (or none is required)."""
@@ -104,8 +117,12 @@ class IngestApi:
         try:
             self._authenticate(request)
             body = await read_body(request, self.max_request_bytes)
-            events = self._events(_parse(body, request.content_type))
-            return json_response({"offsets": await self._append(events)})
+            items = _parse(body, request.content_type)
+        except Refusal as refusal:
+            self.metrics.refused.labels("http", refusal.code).inc()
+            return refusal.response()
+        try:
+            return json_response({"offsets": await self.ingest(items, "http")})
         except Refusal as refusal:
             return refusal.response()
 
@@ -222,6 +239,30 @@ class IngestApi:
             for producer, seq in reversed(reserved):  # refused or failed: nothing appended
                 pending.released(producer, seq)  # type: ignore[union-attr]
         return [o for o in offsets if o is not None]
+
+
+class IngestMetrics:
+    """Prometheus series of the ingest paths (label ``transport``: http or tcp): request
+    latency from checks to commit, events appended, refusals by code."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        registry = registry if registry is not None else CollectorRegistry()
+        self.latency_s = Histogram(
+            "walrep_ingest_request_seconds",
+            "An ingest request from its checks to its commit",
+            ["transport"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.events = Counter(
+            "walrep_ingest_events", "Events appended by ingest", ["transport"], registry=registry
+        )
+        self.refused = Counter(
+            "walrep_ingest_refused",
+            "Ingest requests refused, by error code",
+            ["transport", "code"],
+            registry=registry,
+        )
 
 
 def _refusal_for(error: WalrepError) -> Refusal:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from walrep.config import WalrepConfig
 from walrep.engine.loader import load_apps
@@ -69,12 +70,14 @@ class NodeProcess:
         token = config.ingest.token()  # ConfigError before anything is opened
         self.host = engine_host(config)
         self.node = Node.from_config(config, engine=self.host)
+        self.registry = CollectorRegistry()  # /metrics: the node's collector and ingest's
         self.ingest = IngestApi(
             self.node,
             self.host.apps,
             token=token,
             max_request_bytes=config.ingest.max_request_bytes,
             max_events_per_request=config.ingest.max_events_per_request,
+            registry=self.registry,
         )
         self.admin_url: str | None = None
         self.ingest_url: str | None = None
@@ -121,6 +124,7 @@ class NodeProcess:
                     urls=self.urls,
                     switchover=self.switchover,
                     admin_token=self.config.admin.token(),
+                    registry=self.registry,
                 ),
                 self.config.admin.host,
                 self.config.port(self.config.admin.port),
