@@ -293,3 +293,27 @@ async def test_twenty_kills_in_a_row_with_restarts_lose_and_duplicate_nothing(
     assert sorted(acked) == list(range(total)) and len(failovers) == 20
     for n in nodes:
         await pair.until(n, "/status", lambda s, b: b["log_end"] == total == b["applied"])
+
+
+async def test_a_standby_that_lacks_events_takes_over_only_when_forced(pair: Pair) -> None:
+    """node1 takes events alone and dies; node2, new and empty, does not take the lease
+    by itself (it would lose them); `walrep cluster failover` refuses without --force,
+    then with it makes node2 the active under a new epoch."""
+    from walrep.cli.switchover_cmd import failover
+
+    one, two = pair.nodes["node1"], pair.nodes["node2"]
+    await one.start()
+    status = await pair.until(one, "/status", lambda s, b: b["urls"]["ingest_http"] is not None)
+    assert (await pair.post(status["urls"]["ingest_http"], orders(0, 3)))[0] == 200
+    assert await one.signal(signal.SIGKILL) == -signal.SIGKILL
+    await two.start()
+    await pair.until(two, "/ready", lambda s, _: s == 200)
+    urls = [one.admin, two.admin]
+    held = await pair.until(two, "/status", lambda s, b: b["held_back"] is not None)
+    assert "epoch 1" in held["held_back"] and held["role"] == "PASSIVE"
+    refused = await failover(urls, "node2", False, ADMIN_TOKEN)
+    assert not refused["ok"] and "with force" in refused["message"], refused
+    assert (await pair.get(two, "/status"))[1]["role"] == "PASSIVE"
+    forced = await failover(urls, "node2", True, ADMIN_TOKEN)
+    assert forced["ok"] and forced["node"] == "node2" and forced["epoch"] >= 2, forced
+    await pair.until(two, "/active", lambda s, _: s == 200)

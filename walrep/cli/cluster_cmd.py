@@ -25,7 +25,7 @@ import click
 import sqlalchemy as sa
 
 from walrep.cli.config_cmd import ConfigProblem, load_or_fail, redact_url
-from walrep.cli.switchover_cmd import switchover_cmd
+from walrep.cli.switchover_cmd import failover_cmd, switchover_cmd
 from walrep.config import WalrepConfig
 from walrep.db import guarded, normalize_url
 from walrep.errors import ConfigError, CoordinationError
@@ -362,3 +362,4 @@ def maintenance(state: str, path: Path, timeout_ms: int) -> None:
 
 
 cluster_group.add_command(switchover_cmd)
+cluster_group.add_command(failover_cmd)

@@ -87,3 +87,43 @@ def switchover_cmd(admin: str, to: str | None, token_env: str, as_json: bool) ->
     if not result["ok"]:
         click.echo(f"walrep cluster switchover: {result['message']}", err=True)
         sys.exit(1)
+
+
+async def failover(admin: list[str], to: str, force: bool, token: str | None) -> dict[str, Any]:
+    """Ask node ``to`` (found by its /status) to take over: ``POST /takeover``."""
+    timeout = aiohttp.ClientTimeout(total=WAIT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        target = None
+        for url in admin:
+            status, body = await _get(http, url + "/status")
+            if status == 200 and body.get("node_id") == to:
+                target = url
+        if target is None:
+            return {"ok": False, "message": f"no node {to!r} answers at {', '.join(admin)}"}
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        params = {"force": "true"} if force else {}
+        async with http.post(target + "/takeover", headers=headers, params=params) as r:
+            answer = await r.json(content_type=None)
+            if r.status != 200:
+                return {"ok": False, "message": f"{to}: {r.status}: {answer.get('message')}"}
+        return {"ok": True, **answer}
+
+
+@click.command("failover")
+@click.option("--admin", required=True, help="Admin URLs of the nodes, comma-separated.")
+@click.option("--to", "to", required=True, help="The node that should become the active.")
+@click.option("--force", is_flag=True, help="Take over even if not in sync (may lose events).")
+@click.option("--token-env", default="WALREP_ADMIN_TOKEN", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def failover_cmd(admin: str, to: str, force: bool, token_env: str, as_json: bool) -> None:
+    """Make a standby the active when the active is gone; refused without --force (a
+    forced takeover is recorded in the lease history with its possible loss)."""
+    urls = [u.strip().rstrip("/") for u in admin.split(",") if u.strip()]
+    result = asyncio.run(failover(urls, to, force, os.environ.get(token_env) or None))
+    if as_json:
+        click.echo(json.dumps(result))
+    elif result["ok"]:
+        click.echo(f"{result['node']} is the active under epoch {result['epoch']} (forced)")
+    if not result["ok"]:
+        click.echo(f"walrep cluster failover: {result['message']}", err=True)
+        sys.exit(1)

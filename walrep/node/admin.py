@@ -172,6 +172,8 @@ def status_document(node: Node, urls: Mapping[str, str | None]) -> dict[str, Any
         "standby": v.standby,
         "last_snapshot": snapshot,
         "failure": v.failure,
+        # Why this node does not take the lease by itself (null: it would, when free).
+        "held_back": (node.core.held_back or None) if node.core is not None else None,
         "promotion_steps": [
             {"name": s.step, "duration_ms": s.duration_ms, "epoch": s.epoch} for s in node.steps
         ],
@@ -251,6 +253,7 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 Switchover = Callable[[str | None], Awaitable[tuple[int, dict[str, Any]]]]
+Takeover = Callable[[bool], Awaitable[tuple[int, dict[str, Any]]]]
 
 
 def admin_app(
@@ -258,6 +261,7 @@ def admin_app(
     *,
     urls: Callable[[], Mapping[str, str | None]],
     switchover: Switchover | None = None,
+    takeover: Takeover | None = None,
     admin_token: str | None = None,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
@@ -310,6 +314,16 @@ def admin_app(
         code, body = await switchover(to)
         return _json(code, body)
 
+    async def post_takeover(request: web.Request) -> web.Response:
+        refused = _admin_refusal(request, admin_token)
+        if refused is not None:
+            return refused
+        if takeover is None:
+            return _error(404, "not_found", "this node offers no takeover")
+        force = request.query.get("force", "").lower() in ("1", "true", "yes")
+        code, body = await takeover(force)
+        return _json(code, body)
+
     app = web.Application(middlewares=[_json_errors])
     for path, handler in (
         ("/health", health),
@@ -321,6 +335,7 @@ def admin_app(
     ):
         app.router.add_get(path, handler)
     app.router.add_post("/switchover", post_switchover)
+    app.router.add_post("/takeover", post_takeover)
     return app
 
 

@@ -72,6 +72,7 @@ class NodeCore:
         self.settings = settings
         self.log = log
         self.metrics: Counter[str] = Counter()
+        self.held_back = ""  # why the last acquire was not asked for ("": it was)
         self.now_ms = now_ms
         self._nonce = nonce
         self._ids = 0
@@ -431,6 +432,7 @@ class NodeCore:
             self._published_durable,
         )
         why = hold_back(me, seen, action.expected_epoch, action.force)
+        self.held_back = why  # observability only (the admin API's takeover answer)
         if not why:
             return False
         if self._published_durable is None and self._own_row_call is None:

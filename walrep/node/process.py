@@ -123,6 +123,7 @@ class NodeProcess:
                     self.node,
                     urls=self.urls,
                     switchover=self.switchover,
+                    takeover=self.takeover,
                     admin_token=self.config.admin.token(),
                     registry=self.registry,
                 ),
@@ -256,6 +257,33 @@ class NodeProcess:
             }
         finally:
             self._switching = False
+
+    async def takeover(self, force: bool) -> tuple[int, dict[str, Any]]:
+        """``POST /takeover``: make this passive the active. Without ``force`` it is
+        refused: a standby takes over by itself when the active's lease expires, if it
+        may without loss; when it may not (it is not in sync, its data directory lost
+        events), only a forced takeover makes it active, and the lease history records
+        it with what may be lost. Use ``switchover`` while the active is alive."""
+        node, me = self.node, self.config.node.id
+        core = node.core
+        if node.role is Role.ACTIVE:
+            return 409, {"error": "already_active", "message": f"{me} is the active already"}
+        if node.role is not Role.PASSIVE or core is None:
+            return 409, {"error": "not_ready", "message": f"{me} is {node.role.value}"}
+        if not force:
+            why = core.held_back or "it takes the lease by itself once the active's expires"
+            message = f"{me} takes over only with force: {why}"
+            return 409, {"error": "needs_force", "message": message}
+        log.warning("node %s: forced takeover requested by an operator", me)
+        node.force_takeover()
+        try:
+            await node.wait_until(
+                lambda n: n.role is Role.ACTIVE, self.config.admin.switchover_timeout_ms / 1000
+            )
+        except TimeoutError:
+            message = f"{me} did not win the lease in time (is the active still renewing it?)"
+            return 409, {"error": "takeover_pending", "message": message}
+        return 200, {"node": me, "epoch": node.epoch, "log_end": node.log.log_end, "forced": True}
 
     async def _open_ingest(self) -> None:
         started = time.monotonic()
