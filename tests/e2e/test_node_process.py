@@ -317,3 +317,37 @@ async def test_a_standby_that_lacks_events_takes_over_only_when_forced(pair: Pai
     forced = await failover(urls, "node2", True, ADMIN_TOKEN)
     assert forced["ok"] and forced["node"] == "node2" and forced["epoch"] >= 2, forced
     await pair.until(two, "/active", lambda s, _: s == 200)
+
+
+async def test_a_wiped_standby_is_never_promoted_and_the_old_active_takes_back(
+    pair: Pair,
+) -> None:
+    """node2's data directory is wiped while it is down, and node1 takes more events
+    alone, then dies too. node2 comes back empty: it does not take the lease (it would
+    lose events). node1, restarted, takes the lease back, node2 catches up from it, and
+    every acknowledged event is in both logs."""
+    import shutil
+
+    one, two = pair.nodes["node1"], pair.nodes["node2"]
+    await one.start()
+    ingest = (await pair.until(one, "/status", lambda s, b: b["urls"]["ingest_http"] is not None))[
+        "urls"
+    ]["ingest_http"]
+    await two.start()
+    await pair.until(one, "/status", lambda s, b: b["in_sync"])
+    assert (await pair.post(ingest, orders(0, 50)))[0] == 200
+    assert await two.signal(signal.SIGKILL) == -signal.SIGKILL
+    shutil.rmtree(two.proc.config.parent / "node2")  # the data directory, lost
+    status, body = await pair.post(ingest, orders(50, 50))  # node1 alone (degraded)
+    assert (status, body["offsets"][-1]) == (200, 99)
+    assert await one.signal(signal.SIGKILL) == -signal.SIGKILL
+
+    await two.start()
+    held = await pair.until(two, "/status", lambda s, b: b["held_back"] is not None)
+    assert held["role"] == "PASSIVE" and held["log_end"] == 0
+    await one.start()  # the only node holding everything committed
+    await pair.until(one, "/active", lambda s, _: s == 200)
+    await pair.until(two, "/status", lambda s, b: b["log_end"] == 100 and b["applied"] == 100)
+    assert (await pair.get(two, "/active"))[0] == 503
+    final = (await pair.get(one, "/status"))[1]
+    assert final["log_end"] == final["committed"] == 100 and final["epoch"] >= 2
