@@ -313,3 +313,24 @@ def test_captures_hand_over_pending_deltas() -> None:
     assert first.encode() == straight(recs[:30]).state_bytes()
     assert second.encode() == second.encode() == straight(recs[:60]).state_bytes()
     assert engine.state_bytes() == straight(recs).state_bytes()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_lists(max_events=40), st.integers(min_value=1, max_value=40))
+def test_tracking_off_changes_no_state_and_on_again_tracks_only_what_follows(
+    events: list[tuple[str, dict[str, Any]]], cut: int
+) -> None:
+    recs = records(events)
+    engine = Engine(APPS, digest_interval=10**9)
+    engine.set_tracking(False)  # a passive
+    engine.apply(recs[:cut])
+    assert engine.changed_rows() == []
+    engine.set_tracking(True)  # promoted: every row is written once, then what changes
+    assert engine.changed_rows() == []
+    engine.apply(recs[cut:])
+    assert engine.state_bytes() == straight(recs).state_bytes()
+    after = Engine(APPS, digest_interval=10**9)
+    after.apply(recs[:cut])
+    after.changed_rows()  # the same cut, tracked all along
+    after.apply(recs[cut:])
+    assert engine.changed_rows() == after.changed_rows()

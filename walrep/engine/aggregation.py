@@ -157,6 +157,12 @@ class AggregationState:
             dirty.clear()
         return out
 
+    def set_tracking(self, on: bool) -> None:
+        """Empty the change set, then track changes from now (on) or not at all (off)."""
+        self.track_changes = on
+        for dirty in self._dirty:
+            dirty.clear()
+
     def _row(self, duration: Duration, start: int, key: tuple[Any, ...], row: Any) -> AggRow:
         return AggRow(self.name, duration, start, key, self.plan.output_values(row))
 

@@ -211,6 +211,17 @@ class Engine:
                 return {s: dict(c) for s, c in rt.counters.items()}
         raise KeyError(app)
 
+    def set_tracking(self, on: bool) -> None:
+        """Empty every change set (``changed_rows``) without flushing or building rows,
+        then track changes from now on (``on``) or not at all: a passive writes no sink,
+        and a promoted node writes every row once before it tracks again. The state is
+        the same either way (tracking is bookkeeping beside it)."""
+        for rt in self._apps:
+            for a in rt.aggregations:
+                a.set_tracking(on)
+            for t in rt.tables:
+                t.set_tracking(on)
+
     def changed_rows(self) -> list[AggRow]:
         """Aggregation rows written since the previous call (absolute values), sorted
         by aggregation name, duration, bucket start and key."""

@@ -96,6 +96,11 @@ class TableState:
         rows = self.bucket.rows
         return [(k, self.plan.output_values(rows[k])) for k in sorted(rows)]
 
+    def set_tracking(self, on: bool) -> None:
+        """Empty the change set, then track changes from now (on) or not at all (off)."""
+        self.track_changes = on
+        self._dirty.clear()
+
     def changed_rows(self) -> list[tuple[tuple[Value, ...], tuple[Value, ...]]]:
         self.flush()
         rows = self.bucket.rows

@@ -328,7 +328,7 @@ class EngineHost:
             return False
         # One consistent cut, taken with no await in between: the offset, every row, and
         # from here on the changes after it (written by the next feed).
-        engine.changed_rows()
+        engine.set_tracking(True)
         to_offset = engine.applied
         lagging = [(s, a) for s, a in zip(self.sinks, applied, strict=True) if a < to_offset]
         rows = _all_rows(engine) if lagging else []
@@ -343,7 +343,10 @@ class EngineHost:
 
     async def _feed_sinks(self, node: Node, epoch: int) -> None:
         engine = self.engine_
-        if not self.sinks or not _holds(node, epoch):
+        if not self.sinks:
+            engine.set_tracking(False)  # nobody will ask for them
+            return
+        if not _holds(node, epoch):
             return
         to_offset = engine.applied
         rows = engine.changed_rows()
@@ -378,7 +381,7 @@ class EngineHost:
         """On the passive: no rows are written to sinks, so forget which changed (the
         outputs are kept: see ``on_outputs``)."""
         if self.engine is not None:
-            self.engine.changed_rows()
+            self.engine.set_tracking(False)
 
 
 def _unhandled(error: WalrepError) -> None:

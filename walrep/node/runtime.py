@@ -422,7 +422,11 @@ class Node:
                 except WalrepError as e:  # the digest chain disagrees: nondeterminism
                     error = e
             applied = effect.from_offset if isinstance(done, WalrepError) else done[0]
-            self._effects.push(core.applied_to(applied, error, self._clock_ms()))
+            # Reported on the next turn of the loop, not in this drain: a node applying a
+            # long backlog chunk after chunk would otherwise never let the loop run its
+            # lease renewals, sockets and publishers (the core waits for this report
+            # before it asks for the next chunk).
+            asyncio.get_running_loop().call_soon(self._report_applied, core, applied, error)
         elif isinstance(effect, fx.Truncate):
             refused: WalrepError | None = None
             try:
@@ -590,6 +594,10 @@ class Node:
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    def _report_applied(self, core: NodeCore, applied: int, error: WalrepError | None) -> None:
+        if self.core is core and not self._stopped.is_set():
+            self._feed(core.applied_to(applied, error, self._clock_ms()))
 
     def _engine_failed(self, error: WalrepError) -> None:
         """The engine host found a failure off the effect path (the digest chain
