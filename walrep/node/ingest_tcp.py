@@ -92,6 +92,8 @@ class TcpIngest:
                 await self._requests(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass  # the client went away, or was too slow to say hello
+        except asyncio.CancelledError:
+            pass  # close(): the server stops (ending normally keeps asyncio's callback quiet)
         finally:
             self.connections -= 1
             self._handlers.discard(task)
