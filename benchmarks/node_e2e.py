@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from walrep.apim.generator import ApimGenerator  # noqa: E402
 from walrep.client import Client, PublishError  # noqa: E402
-from walrep.demo.procs import Admin, NodeProc, write_config  # noqa: E402
+from walrep.demo.procs import Admin, NodeProc, free_port, write_config  # noqa: E402
 from walrep.node.ingest_tcp import MAGIC  # noqa: E402
 
 ENV = {"WALREP_CLUSTER_SECRET": "b", "WALREP_INGEST_TOKEN": "t", "WALREP_ADMIN_TOKEN": "a"}
@@ -168,7 +168,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     nodes = [
         NodeProc(
             name,
-            write_config(root, name, REPO / "conf" / "apps", heartbeat_ms=250),
+            write_config(
+                root, name, REPO / "conf" / "apps", heartbeat_ms=250, admin_port=free_port()
+            ),
             ENV,
             log_path=root / f"{name}.log",
         )

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import sys
 import textwrap
 from collections.abc import Callable, Mapping
@@ -24,6 +25,13 @@ import aiohttp
 
 WAIT_S = 30.0
 WALREP = str(Path(sys.executable).parent / "walrep")  # the console script operators run
+
+
+def free_port() -> int:
+    """A port free now on 127.0.0.1 (another process may take it before it is bound)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def parse_line(raw: bytes) -> dict[str, Any]:
@@ -43,10 +51,13 @@ def write_config(
     apps_dir: Path,
     *,
     ingest_port: int = 0,
+    admin_port: int = 0,
     heartbeat_ms: int = 100,
     extra: str = "",
 ) -> Path:
-    """A node's YAML in ``root``: every port free (0) unless given, one SQLite file."""
+    """A node's YAML in ``root``: every port free (0) unless given, one SQLite file. A
+    node restarted on port 0 listens elsewhere: give ``admin_port`` (``free_port()``)
+    when something keeps the admin URL across restarts."""
     path = root / f"{name}.yaml"
     path.write_text(
         textwrap.dedent(
@@ -55,7 +66,7 @@ def write_config(
             cluster: {{group_id: demo, heartbeat_interval_ms: {heartbeat_ms},
                       heartbeat_max_retry: 3, event_polling_interval_ms: 50}}
             deployment: {{event_sync_server: {{host: 127.0.0.1, port: 0}}}}
-            admin: {{port: 0}}
+            admin: {{port: {admin_port}}}
             ingest: {{http_port: {ingest_port}, tcp_port: 0}}
             query: {{port: 0}}
             engine: {{apps_dir: "{apps_dir}"}}

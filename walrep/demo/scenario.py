@@ -26,7 +26,7 @@ import aiohttp
 
 from walrep.apim.generator import ApimGenerator
 from walrep.client import Client
-from walrep.demo.procs import Admin, NodeProc, write_config
+from walrep.demo.procs import Admin, NodeProc, free_port, write_config
 
 APP = "apim_analytics"
 COUNT_QUERY = (
@@ -77,7 +77,10 @@ class Demo:
         self.root, self.events, self.rate, self.switch_back = root, events, rate, switch_back
         self.nodes = {
             name: NodeProc(
-                name, write_config(root, name, apps_dir), SECRETS, log_path=root / f"{name}.log"
+                name,
+                write_config(root, name, apps_dir, admin_port=free_port()),
+                SECRETS,
+                log_path=root / f"{name}.log",
             )
             for name in ("node1", "node2")
         }
