@@ -204,19 +204,7 @@ def apply_case(
                 "decode_wall_s": decode_wall,
             }
         )
-    best = min(rounds, key=lambda r: r["apply_cpu_s"])
-    decode = min(r["decode_cpu_s"] for r in rounds)
-    result = {
-        "case": name,
-        "events": n,
-        "batch": batch,
-        "bytes_per_event": round(len(raw) / n),
-        "apply_events_per_s": n / best["apply_cpu_s"],
-        "apply_events_per_s_wall": n / best["apply_wall_s"],
-        "decode_events_per_s": n / decode,
-        "ratio_apply_to_decode": decode / best["apply_cpu_s"],
-        "rounds": rounds,
-    }
+    result = rates(name, n, batch, raw, rounds)
     assert engine is not None
     result["state_rows"] = sum(
         len(b.rows)
@@ -259,13 +247,19 @@ def wal_case(
             assert engine.applied == n, (engine.applied, n)
             rounds.append({"apply_cpu_s": cpu, "apply_wall_s": wall, "decode_cpu_s": decode_cpu})
         wal.close()
+    return {**rates(name, n, batch, raw, rounds), "frames": frames}
+
+
+def rates(
+    name: str, n: int, batch: int, raw: bytes, rounds: list[dict[str, float]]
+) -> dict[str, Any]:
+    """The figures of a case: its best round's apply rate beside the best decode rate."""
     best = min(rounds, key=lambda r: r["apply_cpu_s"])
     decode = min(r["decode_cpu_s"] for r in rounds)
     return {
         "case": name,
         "events": n,
         "batch": batch,
-        "frames": frames,
         "bytes_per_event": round(len(raw) / n),
         "apply_events_per_s": n / best["apply_cpu_s"],
         "apply_events_per_s_wall": n / best["apply_wall_s"],

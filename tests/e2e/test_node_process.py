@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from walrep.demo.procs import Admin, NodeProc, write_config
+from walrep.demo.procs import Admin, NodeProc, free_port, write_config
 
 WAIT_S = 20.0
 TOKEN = "t0ken"
@@ -39,12 +38,6 @@ app.aggregation(
     every=("sec", "day"),
 )
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -12,35 +12,22 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
+from tests.node.servers import Served, serve, shop_node
 from tests.node.test_engine_host import host, orders, shop_app
-from tests.node.test_lease_nodes import TIMING
-from tests.services import sql_store
-from walrep.node.engine_host import EngineHost
 from walrep.node.ingest_http import IngestApi
 from walrep.node.role import Role
 from walrep.node.runtime import Node
-from walrep.node.settings import NodeSettings
 
 TOKEN = "ingest-t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {**AUTH, "Content-Type": "application/json"}
 
 
-def node(tmp_path: Path, name: str) -> Node:
-    s = NodeSettings(group="group-1", node_id=name, secret=b"s", lease=TIMING, call_timeout_ms=200)
-    engine = EngineHost([shop_app()], digest_interval=10**9)
-    return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True, engine=engine)
+node = shop_node
 
 
-@dataclass
-class Served:
-    url: str
-    runner: web.AppRunner
-
-
-async def serve(n: Node, **limits: int) -> Served:
+async def serve_ingest(n: Node, **limits: int) -> Served:
     api = IngestApi(
         n,
         [shop_app()],
@@ -48,12 +35,7 @@ async def serve(n: Node, **limits: int) -> Served:
         max_request_bytes=limits.get("max_request_bytes", 64 * 1024),
         max_events_per_request=limits.get("max_events_per_request", 100),
     )
-    runner = web.AppRunner(api.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    address = runner.addresses[0]
-    return Served(f"http://{address[0]}:{address[1]}/events", runner)
+    return await serve(api.app(), "/events")
 
 
 @dataclass
@@ -79,7 +61,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     await a.start()
     await a.wait_until(lambda n: n.role is Role.ACTIVE, 5)
     await b.start()
-    served = await serve(a)
+    served = await serve_ingest(a)
     async with aiohttp.ClientSession() as http:
         try:
             yield Pair(a, b, served, http)
@@ -165,7 +147,7 @@ async def test_after_a_failover_the_new_active_answers_retries_with_the_original
     batch = [order(i, producer_id="gw-1", seq=i) for i in range(3)]
     assert await pair.post(batch) == (200, {"offsets": [0, 1, 2]})
     await pair.b.wait_until(lambda n: host(n).engine_.applied == 3, 5)
-    passive_ingest = await serve(pair.b)
+    passive_ingest = await serve_ingest(pair.b)
     try:  # the passive refuses: it is not the active
         status, body = await pair.post(batch, url=passive_ingest.url)
         assert (status, body["error"]) == (503, "not_active")

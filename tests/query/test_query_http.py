@@ -12,16 +12,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
+from tests.node.servers import Served, serve, shop_node
 from tests.node.test_engine_host import host, orders, shop_app, straight
-from tests.node.test_lease_nodes import TIMING
-from tests.services import sql_store
-from walrep.node.engine_host import EngineHost
 from walrep.node.query_http import QueryApi
 from walrep.node.role import Role
 from walrep.node.runtime import Node
-from walrep.node.settings import NodeSettings
 from walrep.query import run_query
 
 APP = "shop"
@@ -32,25 +28,11 @@ BY_SHOP = (
 )
 
 
-def node(tmp_path: Path, name: str, *, engine: bool = True) -> Node:
-    s = NodeSettings(group="group-1", node_id=name, secret=b"s", lease=TIMING, call_timeout_ms=200)
-    host_ = EngineHost([shop_app()], digest_interval=10**9) if engine else None
-    return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True, engine=host_)
+node = shop_node
 
 
-@dataclass
-class Served:
-    url: str
-    runner: web.AppRunner
-
-
-async def serve(n: Node, **options: int) -> Served:
-    runner = web.AppRunner(QueryApi(n, [shop_app()], **options).app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    address = runner.addresses[0]
-    return Served(f"http://{address[0]}:{address[1]}/stores/query", runner)
+async def serve_query(n: Node, **options: int) -> Served:
+    return await serve(QueryApi(n, [shop_app()], **options).app(), "/stores/query")
 
 
 @dataclass
@@ -79,7 +61,7 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     await a.start()
     await a.wait_until(lambda n: n.role is Role.ACTIVE, 5)
     await b.start()
-    active, passive = await serve(a, max_records=50), await serve(b)
+    active, passive = await serve_query(a, max_records=50), await serve_query(b)
     async with aiohttp.ClientSession() as http:
         try:
             yield Pair(a, b, active, passive, http)
@@ -126,7 +108,7 @@ async def test_the_active_answers_from_its_committed_state(pair: Pair) -> None:
     }
     assert (await pair.query(structured))[:2] == (200, {"records": expected})
     # an answer over many rows is computed in a worker thread: the same records
-    threaded = await serve(pair.a, thread_rows=0)
+    threaded = await serve_query(pair.a, thread_rows=0)
     try:
         assert (await pair.query(BY_SHOP, url=threaded.url))[:2] == (200, {"records": expected})
     finally:
@@ -145,7 +127,7 @@ async def test_the_passive_refuses_with_503_and_retry_after(pair: Pair) -> None:
 async def test_a_node_without_an_engine_is_not_ready(tmp_path: Path) -> None:
     lone = node(tmp_path, "lone", engine=False)
     await lone.start()
-    served = await serve(lone)
+    served = await serve_query(lone)
     try:
         await lone.wait_until(lambda n: n.role is Role.ACTIVE, 5)
         async with aiohttp.ClientSession() as http:

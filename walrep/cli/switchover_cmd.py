@@ -19,15 +19,14 @@ from typing import Any
 import aiohttp
 import click
 
+from walrep.client import get_json
+
 WAIT_S = 30.0
 
 
 async def _get(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        async with http.get(url) as r:
-            return r.status, await r.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-        return 0, {}
+    status, body = await get_json(http, url)
+    return status, body if isinstance(body, dict) else {}
 
 
 async def switchover(admin: list[str], to: str | None, token: str | None) -> dict[str, Any]:

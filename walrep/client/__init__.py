@@ -39,7 +39,7 @@ import orjson
 
 from walrep.errors import ClientError
 
-__all__ = ["Client", "ClientError", "PublishError"]
+__all__ = ["Client", "ClientError", "PublishError", "get_json"]
 
 Stamped = dict[str, Any]  # {"stream", "attributes", "producer_id"?, "seq"?}
 EventLike = tuple[str, Mapping[str, Any]] | Mapping[str, Any]
@@ -211,6 +211,16 @@ class Client:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    """``GET url``: its status and JSON body; ``(0, None)`` when nothing answered or the
+    body is not JSON (the admin API's readers: the demo, ``walrep cluster``)."""
+    try:
+        async with http.get(url) as r:
+            return r.status, await r.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        return 0, None
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 
+from walrep.client import get_json
+
 WAIT_S = 30.0
 WALREP = str(Path(sys.executable).parent / "walrep")  # the console script operators run
 
@@ -157,11 +159,7 @@ class Admin:
         self.http = http
 
     async def get(self, node: NodeProc, path: str) -> tuple[int, Any]:
-        try:
-            async with self.http.get(node.admin + path) as r:
-                return r.status, await r.json(content_type=None)
-        except (aiohttp.ClientError, OSError, ValueError):
-            return 0, None
+        return await get_json(self.http, node.admin + path)
 
     async def until(
         self,

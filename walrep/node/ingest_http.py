@@ -129,14 +129,16 @@ class IngestApi:
     # --- checks, in order ---------------------------------------------------------------
 
     def _authenticate(self, request: web.Request) -> None:
+        """``Authorization: Bearer <token>``, checked by ``token_refusal``."""
         if self._token is None:
             return
         header = request.headers.get("Authorization", "")
-        if not header:
-            raise Refusal(401, "unauthorized", "an ingest token is required (Authorization)")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
-            raise Refusal(403, "forbidden", "the ingest token is wrong")
+        if header and scheme.lower() != "bearer":
+            raise Refusal(403, "forbidden", "the ingest token goes as Authorization: Bearer")
+        refusal = self.token_refusal(token.encode())
+        if refusal is not None:
+            raise refusal
 
     def _events(self, items: list[Any]) -> list[Event]:
         if len(items) > self.max_events_per_request:
