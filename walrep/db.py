@@ -101,16 +101,22 @@ def create_engine(url: URL, *, connect_timeout_ms: int = 2000, pool_size: int = 
 def _sqlite_immediate_transactions(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.close()
+        sqlite_pragmas(dbapi_connection, busy_timeout_ms)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sqlite_pragmas(dbapi_connection: Any, busy_timeout_ms: int) -> None:
+    """A new SQLite connection: we issue BEGIN ourselves; WAL journal, ``synchronous=FULL``
+    (a commit is on disk when it returns), a busy timeout."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    cursor.close()
 
 
 def now_ms_sql(engine: AsyncEngine) -> sa.ColumnElement[int]:

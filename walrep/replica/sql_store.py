@@ -17,14 +17,15 @@ per group; the acquire's UPDATE also repeats the compare-and-set on the epoch.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from walrep.db import for_update, guarded, now_ms_sql
+from walrep.db import for_update, now_ms_sql
+from walrep.db_tx import Transactions
 from walrep.errors import CoordinationError
 from walrep.replica.lease import Observed
 from walrep.replica.store import HistoryRow, NodeInfo, NodeRow, acquire_reason, decide_acquire
@@ -42,6 +43,7 @@ class SqlStore:
         self.call_timeout_ms = call_timeout_ms
         self._now = now_ms_sql(engine)
         self._lock_rows = for_update(engine)
+        self._runner = Transactions(engine, busy_timeout_ms=call_timeout_ms)
         self._groups: set[str] = set()  # groups whose lease row is known to exist
         md = self.metadata = sa.MetaData()
         p = table_prefix
@@ -101,30 +103,35 @@ class SqlStore:
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _tx(
-        self, what: str, body: Callable[[AsyncConnection], Awaitable[T]], group: str | None = None
-    ) -> T:
+        self, what: str, body: Callable[[sa.Connection], T], group: str | None = None,
+        *, read_only: bool = False,
+    ) -> T:  # fmt: skip
         if group is not None:
             await self._ensure_group(group)
+        return await self._runner.run(
+            what, body, timeout_ms=self.call_timeout_ms, read_only=read_only
+        )
 
-        async def run() -> T:
-            async with self.engine.begin() as conn:
-                return await body(conn)
-
-        return await guarded(what, run(), self.call_timeout_ms)
-
-    async def _locked_lease(self, conn: AsyncConnection, group: str) -> Observed:
-        return (await self._locked_lease_row(conn, group))[0]
-
-    async def _locked_lease_row(self, conn: AsyncConnection, group: str) -> tuple[Observed, bool]:
-        """The group's lease row and its released flag, locked for this transaction."""
+    def _lease_row(self, conn: sa.Connection, group: str, *, lock: bool) -> tuple[Observed, bool]:
+        """The group's lease row and its released flag; with ``lock``, locked for this
+        transaction (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already holds the lock)."""
         query = sa.select(self.lease, self._now.label("now")).where(self.lease.c.group_id == group)
-        if self._lock_rows:
+        if lock and self._lock_rows:
             query = query.with_for_update()
-        m = (await conn.execute(query)).one()._mapping
+        m = conn.execute(query).one()._mapping
         seen = Observed(
             m["holder"], m["epoch"], m["expires_at_ms"], m["now"], bool(m["maintenance"])
         )
         return seen, bool(m["released"])
+
+    def _in_sync_epoch(self, conn: sa.Connection, group: str, node: str) -> int | None:
+        t = self.in_sync
+        query = sa.select(t.c.since_epoch).where(t.c.group_id == group, t.c.node_id == node)
+        value = conn.execute(query).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def _locked_lease(self, conn: sa.Connection, group: str) -> Observed:
+        return self._lease_row(conn, group, lock=True)[0]
 
     async def _ensure_group(self, group: str) -> None:
         """Create the group's lease row in its own transaction, before any locking read.
@@ -136,11 +143,9 @@ class SqlStore:
         if group in self._groups:
             return
 
-        async def insert(conn: AsyncConnection) -> None:
-            exists = (
-                await conn.execute(
-                    sa.select(self.lease.c.epoch).where(self.lease.c.group_id == group)
-                )
+        def insert(conn: sa.Connection) -> None:
+            exists = conn.execute(
+                sa.select(self.lease.c.epoch).where(self.lease.c.group_id == group)
             ).first()
             if exists is None:
                 values = {
@@ -150,7 +155,7 @@ class SqlStore:
                     "released": False,
                     "maintenance": False,
                 }
-                await conn.execute(sa.insert(self.lease).values(holder=None, **values))
+                conn.execute(sa.insert(self.lease).values(holder=None, **values))
 
         try:
             await self._tx("create the group's lease row", insert)
@@ -164,13 +169,13 @@ class SqlStore:
     async def setup(self) -> None:
         """Create the tables and the schema-version row if missing; check the version."""
 
-        async def create(conn: AsyncConnection) -> None:
-            await conn.run_sync(self.metadata.create_all, checkfirst=True)
+        def create(conn: sa.Connection) -> None:
+            self.metadata.create_all(conn, checkfirst=True)
 
         for attempt in range(3):  # two nodes starting together may race on CREATE TABLE
             try:
-                await guarded(
-                    "create coordination tables", self._create(create), self.call_timeout_ms * 5
+                await self._runner.run(
+                    "create coordination tables", create, timeout_ms=self.call_timeout_ms * 5
                 )
                 break
             except CoordinationError as e:
@@ -179,17 +184,17 @@ class SqlStore:
                 ):
                     raise
 
-        async def version(conn: AsyncConnection) -> int:
-            found = (
-                await conn.execute(sa.select(self.version.c.version).where(self.version.c.id == 1))
+        def version(conn: sa.Connection) -> int:
+            found = conn.execute(
+                sa.select(self.version.c.version).where(self.version.c.id == 1)
             ).first()
             if found is not None:
                 return int(found[0])
             try:
-                async with conn.begin_nested():
-                    await conn.execute(sa.insert(self.version).values(id=1, version=SCHEMA_VERSION))
+                with conn.begin_nested():
+                    conn.execute(sa.insert(self.version).values(id=1, version=SCHEMA_VERSION))
             except IntegrityError:
-                return int((await conn.execute(sa.select(self.version.c.version))).scalar_one())
+                return int(conn.execute(sa.select(self.version.c.version)).scalar_one())
             return SCHEMA_VERSION
 
         found = await self._tx("read schema version", version)
@@ -200,34 +205,52 @@ class SqlStore:
                 retriable=False,
             )
 
-    async def _create(self, body: Callable[[AsyncConnection], Awaitable[None]]) -> None:
-        async with self.engine.begin() as conn:
-            await body(conn)
+    async def missing_tables(self) -> list[str]:
+        """The names of this store's tables that the database lacks."""
+        names = [table.name for table in self.metadata.sorted_tables]
+
+        def missing(conn: sa.Connection) -> list[str]:
+            inspector = sa.inspect(conn)
+            return [n for n in names if not inspector.has_table(n)]
+
+        return await self._tx("look for the coordination tables", missing, read_only=True)
 
     # --- lease ------------------------------------------------------------------------------
 
     async def db_now_ms(self) -> int:
-        async def body(conn: AsyncConnection) -> int:
-            return int((await conn.execute(sa.select(self._now))).scalar_one())
+        def body(conn: sa.Connection) -> int:
+            return int(conn.execute(sa.select(self._now)).scalar_one())
 
-        return await self._tx("read database clock", body)
+        return await self._tx("read database clock", body, read_only=True)
 
     async def read_lease(self, group: str) -> Observed:
-        return await self._tx("read lease", lambda conn: self._locked_lease(conn, group), group)
+        def body(conn: sa.Connection) -> Observed:
+            return self._lease_row(conn, group, lock=False)[0]
+
+        return await self._tx("read lease", body, group, read_only=True)
 
     async def try_acquire(
         self, group: str, node: str, expected_epoch: int, ttl_ms: int, *, force: bool = False
     ) -> tuple[bool, Observed]:
-        async def body(conn: AsyncConnection) -> tuple[bool, Observed]:
-            seen, released = await self._locked_lease_row(conn, group)
-            query = sa.select(self.in_sync.c.since_epoch).where(
-                self.in_sync.c.group_id == group, self.in_sync.c.node_id == node
-            )
-            in_sync_epoch = (await conn.execute(query)).scalar_one_or_none()
+        """Compare-and-set the lease to ``node`` under ``expected_epoch + 1``.
+
+        A read without locks comes first: while the lease is held (a standby polling), it
+        answers "not allowed" without taking the lock the holder's renewals need. Only an
+        attempt that may succeed locks the row and decides again, under the lock.
+        """
+
+        def look(conn: sa.Connection) -> tuple[bool, Observed]:
+            seen = self._lease_row(conn, group, lock=False)[0]
+            in_sync_epoch = self._in_sync_epoch(conn, group, node)
+            return decide_acquire(seen, node, expected_epoch, in_sync_epoch, force)[0], seen
+
+        def body(conn: sa.Connection) -> tuple[bool, Observed]:
+            seen, released = self._lease_row(conn, group, lock=True)
+            in_sync_epoch = self._in_sync_epoch(conn, group, node)
             allowed, in_sync = decide_acquire(seen, node, expected_epoch, in_sync_epoch, force)
             if not allowed:
                 return False, seen
-            updated = await conn.execute(
+            updated = conn.execute(
                 sa.update(self.lease)
                 .where(self.lease.c.group_id == group, self.lease.c.epoch == expected_epoch)
                 .values(
@@ -238,9 +261,9 @@ class SqlStore:
                 )
             )
             if updated.rowcount != 1:
-                return False, await self._locked_lease(conn, group)
+                return False, self._locked_lease(conn, group)
             reason = acquire_reason(seen.holder, node, released, force, in_sync)[:512]
-            await conn.execute(
+            conn.execute(
                 sa.insert(self.history_t).values(
                     group_id=group,
                     epoch=expected_epoch + 1,
@@ -250,8 +273,11 @@ class SqlStore:
                     reason=reason,
                 )
             )
-            return True, await self._locked_lease(conn, group)
+            return True, self._locked_lease(conn, group)
 
+        allowed, seen = await self._tx("look at the lease", look, group, read_only=True)
+        if not allowed:
+            return False, seen
         return await self._tx("acquire lease", body, group)
 
     def _held(self, group: str, node: str, epoch: int) -> sa.ColumnElement[bool]:
@@ -259,15 +285,13 @@ class SqlStore:
         return sa.and_(c.group_id == group, c.holder == node, c.epoch == epoch)
 
     async def renew(self, group: str, node: str, epoch: int, ttl_ms: int) -> bool:
-        async def body(conn: AsyncConnection) -> bool:
-            return await self._extend(conn, group, node, epoch, ttl_ms)
+        def body(conn: sa.Connection) -> bool:
+            return self._extend(conn, group, node, epoch, ttl_ms)
 
         return await self._tx("renew lease", body, group)
 
-    async def _extend(
-        self, conn: AsyncConnection, group: str, node: str, epoch: int, ttl_ms: int
-    ) -> bool:
-        result = await conn.execute(
+    def _extend(self, conn: sa.Connection, group: str, node: str, epoch: int, ttl_ms: int) -> bool:
+        result = conn.execute(
             sa.update(self.lease)
             .where(self._held(group, node, epoch), self.lease.c.expires_at_ms > self._now)
             .values(expires_at_ms=self._now + ttl_ms)
@@ -275,8 +299,8 @@ class SqlStore:
         return bool(result.rowcount == 1)
 
     async def release(self, group: str, node: str, epoch: int) -> bool:
-        async def body(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
+        def body(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 sa.update(self.lease)
                 .where(self._held(group, node, epoch))
                 .values(expires_at_ms=self._now, released=True)
@@ -288,13 +312,13 @@ class SqlStore:
     async def set_in_sync(
         self, group: str, holder: str, epoch: int, standby: str, in_sync: bool, ttl_ms: int
     ) -> bool:
-        async def body(conn: AsyncConnection) -> bool:
-            if not await self._extend(conn, group, holder, epoch, ttl_ms):  # locks the lease row
+        def body(conn: sa.Connection) -> bool:
+            if not self._extend(conn, group, holder, epoch, ttl_ms):  # locks the lease row
                 return False
             t = self.in_sync
-            await conn.execute(sa.delete(t).where(t.c.group_id == group, t.c.node_id == standby))
+            conn.execute(sa.delete(t).where(t.c.group_id == group, t.c.node_id == standby))
             if in_sync:
-                await conn.execute(
+                conn.execute(
                     sa.insert(t).values(group_id=group, node_id=standby, since_epoch=epoch)
                 )
             return True
@@ -302,19 +326,19 @@ class SqlStore:
         return await self._tx("record in-sync standby", body, group)
 
     async def in_sync_nodes(self, group: str) -> dict[str, int]:
-        async def body(conn: AsyncConnection) -> dict[str, int]:
+        def body(conn: sa.Connection) -> dict[str, int]:
             t = self.in_sync
-            rows = await conn.execute(
+            rows = conn.execute(
                 sa.select(t.c.node_id, t.c.since_epoch).where(t.c.group_id == group)
             )
             return {r.node_id: int(r.since_epoch) for r in rows}
 
-        return await self._tx("read in-sync standbys", body)
+        return await self._tx("read in-sync standbys", body, read_only=True)
 
     async def set_maintenance(self, group: str, on: bool) -> None:
-        async def body(conn: AsyncConnection) -> None:
-            await self._locked_lease(conn, group)
-            await conn.execute(
+        def body(conn: sa.Connection) -> None:
+            self._locked_lease(conn, group)
+            conn.execute(
                 sa.update(self.lease).where(self.lease.c.group_id == group).values(maintenance=on)
             )
 
@@ -323,12 +347,10 @@ class SqlStore:
     # --- nodes and history ------------------------------------------------------------------
 
     async def publish_node(self, group: str, info: NodeInfo) -> None:
-        async def body(conn: AsyncConnection) -> None:
+        def body(conn: sa.Connection) -> None:
             t = self.nodes_t
-            await conn.execute(
-                sa.delete(t).where(t.c.group_id == group, t.c.node_id == info.node_id)
-            )
-            await conn.execute(
+            conn.execute(sa.delete(t).where(t.c.group_id == group, t.c.node_id == info.node_id))
+            conn.execute(
                 sa.insert(t).values(
                     group_id=group,
                     node_id=info.node_id,
@@ -345,7 +367,7 @@ class SqlStore:
         await self._tx("publish node", body)
 
     async def nodes(self, group: str) -> list[NodeRow]:
-        async def body(conn: AsyncConnection) -> list[NodeRow]:
+        def body(conn: sa.Connection) -> list[NodeRow]:
             t = self.nodes_t
             query = (
                 sa.select(t, self._now.label("now"))
@@ -353,7 +375,7 @@ class SqlStore:
                 .order_by(t.c.node_id)
             )
             out = []
-            for r in await conn.execute(query):
+            for r in conn.execute(query):
                 info = NodeInfo(
                     r.node_id,
                     r.role,
@@ -368,18 +390,19 @@ class SqlStore:
                 )
             return out
 
-        return await self._tx("read nodes", body)
+        return await self._tx("read nodes", body, read_only=True)
 
     async def history(self, group: str, limit: int = 100) -> list[HistoryRow]:
-        async def body(conn: AsyncConnection) -> list[HistoryRow]:
+        def body(conn: sa.Connection) -> list[HistoryRow]:
             t = self.history_t
             query = sa.select(t).where(t.c.group_id == group).order_by(t.c.id.desc()).limit(limit)
             return [
                 HistoryRow(int(r.epoch), int(r.at_ms), r.from_node, r.to_node, r.reason)
-                for r in await conn.execute(query)
+                for r in conn.execute(query)
             ]
 
-        return await self._tx("read history", body)
+        return await self._tx("read history", body, read_only=True)
 
     async def close(self) -> None:
+        await self._runner.close()
         await self.engine.dispose()

@@ -23,15 +23,16 @@ is wrong); a stale epoch is ``SnapshotFencedError`` (not retriable).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from walrep.db import for_update, guarded
+from walrep.db import for_update
+from walrep.db_tx import Transactions
 from walrep.engine.snapshots import format as fmt
 from walrep.engine.snapshots.store import SnapshotId, SnapshotInfo, newest_first_key
 from walrep.engine.types import SnapshotMeta
@@ -73,6 +74,7 @@ class DbSnapshotStore:
         self.max_state_bytes = max_state_bytes
         self.call_timeout_ms = call_timeout_ms
         self._lock_rows = for_update(engine)
+        self._runner = Transactions(engine, busy_timeout_ms=call_timeout_ms)
         self._fence_ready = False
         md = self.metadata = sa.MetaData()
         self.fence_t = sa.Table(
@@ -105,13 +107,13 @@ class DbSnapshotStore:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    async def _tx(self, what: str, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async def run() -> T:
-            async with self.engine.begin() as conn:
-                return await body(conn)
-
+    async def _tx(
+        self, what: str, body: Callable[[sa.Connection], T], *, read_only: bool = False
+    ) -> T:
         try:
-            return await guarded(f"{what} ({self.table})", run(), self.call_timeout_ms)
+            return await self._runner.run(
+                f"{what} ({self.table})", body, timeout_ms=self.call_timeout_ms, read_only=read_only
+            )
         except CoordinationError as e:
             error = SnapshotError(f"snapshot store: {e}")
             error.retriable = e.retriable
@@ -128,8 +130,8 @@ class DbSnapshotStore:
     async def setup(self) -> None:
         """Create the tables if missing, then the group's fence row (both race-safe)."""
 
-        async def create(conn: AsyncConnection) -> None:
-            await conn.run_sync(self.metadata.create_all, checkfirst=True)
+        def create(conn: sa.Connection) -> None:
+            self.metadata.create_all(conn, checkfirst=True)
 
         for attempt in range(3):  # two nodes starting together may race on CREATE TABLE
             try:
@@ -152,10 +154,10 @@ class DbSnapshotStore:
         if self._fence_ready:
             return
 
-        async def insert(conn: AsyncConnection) -> None:
-            found = (await conn.execute(sa.select(self.fence_t.c.epoch).where(self._fence))).first()
+        def insert(conn: sa.Connection) -> None:
+            found = (conn.execute(sa.select(self.fence_t.c.epoch).where(self._fence))).first()
             if found is None:
-                await conn.execute(
+                conn.execute(
                     sa.insert(self.fence_t).values(
                         group_id=self.group_id, epoch=0, next_snapshot_id=1
                     )
@@ -172,12 +174,12 @@ class DbSnapshotStore:
     def _fence(self) -> sa.ColumnElement[bool]:
         return self._where(self.fence_t)
 
-    async def _lock_fence(self, conn: AsyncConnection) -> tuple[int, int]:
+    def _lock_fence(self, conn: sa.Connection) -> tuple[int, int]:
         """The group's fence ``(epoch, next snapshot id)``, locked until this transaction ends."""
         query = sa.select(self.fence_t.c.epoch, self.fence_t.c.next_snapshot_id).where(self._fence)
         if self._lock_rows:
             query = query.with_for_update()
-        row = (await conn.execute(query)).first()
+        row = (conn.execute(query)).first()
         if row is None:
             raise SnapshotError(f"snapshot store {self.table}: the fence row is missing")
         return int(row.epoch), int(row.next_snapshot_id)
@@ -197,17 +199,17 @@ class DbSnapshotStore:
         blob_bytes = sum(len(c) for c in chunks)
         await self._ensure_fence("save snapshot")
 
-        async def body(conn: AsyncConnection) -> int:
-            fence_epoch, snapshot_id = await self._lock_fence(conn)
+        def body(conn: sa.Connection) -> int:
+            fence_epoch, snapshot_id = self._lock_fence(conn)
             if meta.epoch < fence_epoch:
                 raise SnapshotFencedError(meta.epoch, fence_epoch, f"table {self.table}")
-            await conn.execute(
+            conn.execute(
                 sa.update(self.fence_t)
                 .where(self._fence)
                 .values(epoch=meta.epoch, next_snapshot_id=snapshot_id + 1)
             )
             for index, chunk in enumerate(chunks):  # one row per statement: bounded packets
-                await conn.execute(
+                conn.execute(
                     sa.insert(self.chunks_t).values(
                         group_id=self.group_id,
                         snapshot_id=snapshot_id,
@@ -215,7 +217,7 @@ class DbSnapshotStore:
                         data=blob_value(self.engine, chunk),
                     )
                 )
-            await conn.execute(
+            conn.execute(
                 sa.insert(self.header_t).values(
                     group_id=self.group_id,
                     snapshot_id=snapshot_id,
@@ -234,11 +236,11 @@ class DbSnapshotStore:
     async def list(self) -> list[SnapshotInfo]:
         h = self.header_t
 
-        async def body(conn: AsyncConnection) -> list[Any]:
+        def body(conn: sa.Connection) -> list[Any]:
             query = sa.select(h.c.snapshot_id, h.c.snap_epoch, h.c.snap_offset, h.c.meta_json)
-            return list(await conn.execute(query.where(self._where(h))))
+            return list(conn.execute(query.where(self._where(h))))
 
-        rows = await self._tx("list snapshots", body)
+        rows = await self._tx("list snapshots", body, read_only=True)
         rows.sort(
             key=lambda r: newest_first_key(r.snap_epoch, r.snap_offset, r.snapshot_id),
             reverse=True,
@@ -258,8 +260,8 @@ class DbSnapshotStore:
         limit = fmt.blob_bytes_max(self.max_state_bytes)
         h, c = self.header_t, self.chunks_t
 
-        async def body(conn: AsyncConnection) -> tuple[Any, list[bytes]]:
-            header = (await conn.execute(sa.select(h).where(self._where(h, number)))).first()
+        def body(conn: sa.Connection) -> tuple[Any, list[bytes]]:
+            header = (conn.execute(sa.select(h).where(self._where(h, number)))).first()
             if header is None:
                 raise SnapshotNotFoundError(f"no snapshot {snapshot_id} in {self.table}")
             if header.blob_bytes > limit:
@@ -269,10 +271,10 @@ class DbSnapshotStore:
                 .where(self._where(c, number))
                 .order_by(c.c.chunk_index)
             )
-            rows = list(await conn.execute(query))
+            rows = list(conn.execute(query))
             if [r.chunk_index for r in rows] != list(range(header.chunk_count)):
                 # Trimmed under us (READ COMMITTED reads each statement anew)? Then not damage.
-                again = await conn.execute(sa.select(h.c.snapshot_id).where(self._where(h, number)))
+                again = conn.execute(sa.select(h.c.snapshot_id).where(self._where(h, number)))
                 if again.first() is None:
                     raise SnapshotNotFoundError(f"snapshot {snapshot_id} was trimmed meanwhile")
                 found = [r.chunk_index for r in rows]
@@ -282,7 +284,7 @@ class DbSnapshotStore:
                 )
             return header, [bytes(r.data) for r in rows]
 
-        header, chunks = await self._tx("load snapshot", body)
+        header, chunks = await self._tx("load snapshot", body, read_only=True)
         where = f"snapshot {snapshot_id} in {self.table}"
         try:
             meta, state = await asyncio.to_thread(
@@ -300,10 +302,10 @@ class DbSnapshotStore:
         h, c = self.header_t, self.chunks_t
         await self._ensure_fence("trim snapshots")
 
-        async def body(conn: AsyncConnection) -> int:
-            await self._lock_fence(conn)  # trims and saves of a group take turns
+        def body(conn: sa.Connection) -> int:
+            self._lock_fence(conn)  # trims and saves of a group take turns
             query = sa.select(h.c.snapshot_id, h.c.snap_epoch, h.c.snap_offset)
-            rows = list(await conn.execute(query.where(self._where(h))))
+            rows = list(conn.execute(query.where(self._where(h))))
             rows.sort(
                 key=lambda r: newest_first_key(r.snap_epoch, r.snap_offset, r.snapshot_id),
                 reverse=True,
@@ -312,7 +314,7 @@ class DbSnapshotStore:
             for start in range(0, len(doomed), _TRIM_BATCH):
                 batch = doomed[start : start + _TRIM_BATCH]
                 for table in (c, h):
-                    await conn.execute(
+                    conn.execute(
                         sa.delete(table).where(self._where(table), table.c.snapshot_id.in_(batch))
                     )
             return len(doomed)
@@ -320,6 +322,7 @@ class DbSnapshotStore:
         return await self._tx("trim snapshots", body)
 
     async def close(self) -> None:
+        await self._runner.close()
         await self.engine.dispose()
 
 
