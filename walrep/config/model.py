@@ -193,7 +193,7 @@ class StatePersistenceSection(_Section):
     # seed: config.table; <table>_chunks and <table>_fence too (63-char identifier limits)
     table: str = Field("walrep_snapshots", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,47}$")
     directory: Path = Path("snapshots")  # file store; relative: under node.data_dir
-    digest_interval: int = Field(10_000, gt=0)  # offsets between digest-chain entries
+    digest_interval: int = Field(1_000_000, gt=0)  # offsets between digest-chain entries
     max_snapshot_bytes: int = Field(1024**3, ge=1024 * 1024, le=4 * 1024**3)  # state bytes
     chunk_bytes: int = Field(512 * 1024, ge=4 * 1024, le=4 * 1024 * 1024)  # per DB row
     db_call_timeout_ms: int = Field(60_000, gt=0)  # one save, load or trim transaction

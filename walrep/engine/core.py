@@ -50,7 +50,7 @@ from walrep.engine.types import AggregationSchema, AggRow, Value
 from walrep.errors import EngineError, SnapshotError
 from walrep.log.types import Record
 
-DIGEST_INTERVAL_DEFAULT: Final = 10_000
+DIGEST_INTERVAL_DEFAULT: Final = 1_000_000
 UNKNOWN_STREAMS_MAX: Final = 1000  # distinct names counted; the rest under "*"
 _OFFSET: Final = attrgetter("offset")
 _EVENT: Final = attrgetter("event")

@@ -15,7 +15,7 @@ from typing import Protocol
 from walrep.errors import EngineError, WalrepError
 from walrep.log.types import Record
 
-APPLY_RECORDS_MAX = 10_000
+APPLY_RECORDS_MAX = 1_000
 
 
 class RecordSource(Protocol):

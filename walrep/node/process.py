@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -38,6 +39,7 @@ from walrep.node.admin import admin_app
 from walrep.node.engine_host import EngineHost
 from walrep.node.ingest_http import IngestApi
 from walrep.node.ingest_tcp import TcpIngest
+from walrep.node.loop_lag import lag_histogram, watch_loop_lag
 from walrep.node.query_http import QueryApi
 from walrep.node.role import Role
 from walrep.node.runtime import Node
@@ -71,6 +73,7 @@ class NodeProcess:
         self.host = engine_host(config)
         self.node = Node.from_config(config, engine=self.host)
         self.registry = CollectorRegistry()  # /metrics: the node's collector and ingest's
+        self.loop_lag = lag_histogram(self.registry)
         self.ingest = IngestApi(
             self.node,
             self.host.apps,
@@ -116,7 +119,7 @@ class NodeProcess:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        follower: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         try:
             self._admin, self.admin_url = await self._serve(
                 admin_app(
@@ -131,10 +134,20 @@ class NodeProcess:
                 self.config.port(self.config.admin.port),
                 "admin API",
             )
+            # Published with the node's row: `walrep cluster list` asks each node there.
+            self.node.settings = dataclasses.replace(
+                self.node.settings, admin_url=self.admin_url or ""
+            )
             await self.node.start()
             urls = json.dumps(dict(self.urls()))
             log.info("node %s started: %s", self.node.settings.node_id, urls)
-            follower = asyncio.create_task(self._follow_role(), name="ingest by role")
+            background = [
+                asyncio.create_task(self._follow_role(), name="ingest by role"),
+                asyncio.create_task(
+                    watch_loop_lag(self.loop_lag, self.config.node.id), name="loop lag"
+                ),
+            ]
+
             await self._stop.wait()
         except OSError as e:
             log.error("node %s cannot start: %s", self.config.node.id, e)
@@ -145,15 +158,15 @@ class NodeProcess:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            await self._shutdown(follower)
+            await self._shutdown(background)
         return self._exit
 
-    async def _shutdown(self, follower: asyncio.Task[None] | None) -> None:
+    async def _shutdown(self, background: list[asyncio.Task[None]]) -> None:
         started = time.monotonic()
-        if follower is not None:
-            follower.cancel()
+        for task in background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await follower
+                await task
         await self._close_ingest()
         await self.node.stop()
         if self._admin is not None:
