@@ -24,6 +24,7 @@ from tests.services import TABLE_PREFIX, require_service
 from walrep.cli.cluster_cmd import iso_utc
 from walrep.cli.main import cli
 from walrep.db import create_engine, normalize_url
+from walrep.demo.procs import free_port
 from walrep.replica.sql_store import SqlStore
 from walrep.replica.store import NodeInfo
 
@@ -347,3 +348,75 @@ def test_status_history_maintenance_on_mariadb(tmp_path: Path) -> None:
     assert json.loads(cluster.walrep("cluster", "status", "--json").stdout)["lease"]["maintenance"]
     off = cluster.walrep("cluster", "maintenance", "off")
     assert off.exit_code == 0, off.output
+
+
+# --- list ----------------------------------------------------------------------------
+
+
+def _listed_pair(cluster: Cluster) -> None:
+    """node1 holds epoch 1, node2 in sync; both admin URLs refuse connections."""
+    group = cluster.group
+
+    async def steps(store: SqlStore) -> None:
+        assert (await store.try_acquire(group, "node1", 0, LONG_TTL_MS))[0]
+        closed = f"http://127.0.0.1:{free_port()}"
+        await store.publish_node(
+            group, NodeInfo("node1", "ACTIVE", "127.0.0.1", 9893, closed, 1200, 1200)
+        )
+        await store.publish_node(
+            group, NodeInfo("node2", "PASSIVE", "127.0.0.1", 9894, closed, 1187, 1187)
+        )
+        await store.publish_node(
+            group, NodeInfo("node3", "PASSIVE", "127.0.0.1", 9895, "", 900, 900)
+        )
+        assert await store.set_in_sync(group, "node1", 1, "node2", True, LONG_TTL_MS)
+
+    cluster.store_do(steps)
+
+
+def test_list_from_the_database_when_no_node_answers(sqlite_cluster: Cluster) -> None:
+    _listed_pair(sqlite_cluster)
+    result = sqlite_cluster.walrep("cluster", "list", "--timeout-ms", "2000")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"group {sqlite_cluster.group}: node1 holds the lease under epoch 1"
+    assert lines[1].split() == [
+        "NODE",
+        "ROLE",
+        "EPOCH",
+        "LOG",
+        "END",
+        "LAG",
+        "IN",
+        "SYNC",
+        "HEARTBEAT",
+    ]
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert rows["node1"][:6] == ["node1", "ACTIVE", "(unreachable)", "1", "1200", "-"]
+    assert rows["node2"][:7] == ["node2", "PASSIVE", "(unreachable)", "-", "1187", "13", "yes"]
+    assert rows["node3"][:7] == ["node3", "PASSIVE", "(unreachable)", "-", "900", "300", "no"]
+
+
+def test_list_json(sqlite_cluster: Cluster) -> None:
+    _listed_pair(sqlite_cluster)
+    result = sqlite_cluster.walrep("cluster", "list", "--json", "--timeout-ms", "2000")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["holder"], doc["epoch"], doc["maintenance"]) == ("node1", 1, False)
+    by_node = {n["node_id"]: n for n in doc["nodes"]}
+    assert by_node["node1"]["in_sync"] is None and by_node["node1"]["epoch"] == 1
+    assert by_node["node2"]["in_sync"] is True and by_node["node2"]["lag_events"] == 13
+    assert by_node["node3"]["in_sync"] is False and by_node["node3"]["reachable"] is False
+    assert all(n["heartbeat_age_ms"] >= 0 and not n["stale"] for n in doc["nodes"])
+
+
+def test_pause_and_resume(sqlite_cluster: Cluster) -> None:
+    _listed_pair(sqlite_cluster)
+    paused = sqlite_cluster.walrep("cluster", "pause")
+    assert paused.exit_code == 0, paused.output
+    assert paused.stdout.startswith("maintenance: on — automatic failover paused")
+    listed = sqlite_cluster.walrep("cluster", "list", "--timeout-ms", "500")
+    assert "(maintenance: automatic failover paused)" in listed.stdout.splitlines()[0]
+    resumed = sqlite_cluster.walrep("cluster", "resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout.startswith("maintenance: off — automatic failover active")

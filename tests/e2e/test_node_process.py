@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from walrep.demo.procs import Admin, NodeProc, free_port, write_config
+from walrep.demo.procs import WALREP, Admin, NodeProc, free_port, write_config
 
 WAIT_S = 20.0
 TOKEN = "t0ken"
@@ -128,6 +129,17 @@ async def one_active(pair: Pair, nodes: list[Node]) -> Node:
             await asyncio.sleep(0.02)
 
 
+async def cluster_list(n: Node) -> Any:
+    """``walrep cluster list --json`` run as an operator runs it, with ``n``'s config."""
+    cli = await asyncio.create_subprocess_exec(
+        WALREP, "cluster", "list", "--json",
+        "-c", str(n.proc.config), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await cli.communicate()
+    assert cli.returncode == 0, out
+    return json.loads(out)
+
+
 async def refused(port: int) -> bool:
     with contextlib.suppress(ConnectionRefusedError):
         _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -153,6 +165,14 @@ async def test_ports_by_role_failover_and_a_clean_stop(pair: Pair) -> None:
     assert 'walrep_ingest_events_total{transport="http"} 5.0' in metrics
     assert 'walrep_ingest_request_seconds_count{transport="http"} 1.0' in metrics
     assert "walrep_committed_offset 5.0" in metrics
+    assert "walrep_event_loop_lag_seconds_count" in metrics  # the lag watcher runs
+    listed = await cluster_list(one)  # the operator's view: the database and each /status
+    assert listed["holder"] == "node1" and listed["maintenance"] is False
+    rows = {n["node_id"]: n for n in listed["nodes"]}
+    assert (rows["node1"]["role"], rows["node1"]["reachable"]) == ("ACTIVE", True)
+    assert rows["node1"]["admin_url"] == one.admin and rows["node1"]["in_sync"] is None
+    assert (rows["node2"]["role"], rows["node2"]["in_sync"]) == ("PASSIVE", True)
+    assert rows["node2"]["log_end"] == 5 and rows["node2"]["lag_events"] == 0
     passive = (await pair.get(two, "/status"))[1]
     assert passive["role"] == "PASSIVE" and passive["urls"]["ingest_http"] is None
     assert (await pair.get(two, "/active"))[0] == 503

@@ -16,10 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.node.test_engine_host import host, orders
 from tests.node.test_engine_host import node as engine_node
 from tests.node.test_lease_nodes import in_sync, node
+from walrep.db import create_engine, normalize_url
+from walrep.demo.procs import free_port
 from walrep.log.frame import Event
 from walrep.node.admin import URL_KEYS, admin_app, standby_problem
 from walrep.node.role import PROMOTION_STEPS, Role
 from walrep.node.runtime import Node
+from walrep.node.settings import NodeSettings
+from walrep.replica.sql_store import SqlStore
 
 WAIT_S = 10
 
@@ -86,20 +90,25 @@ def leads(n: Node) -> bool:
     return n.role is Role.ACTIVE and n.core_.holds_lease_at(n.now_ms())
 
 
+async def start_pair(a: Node, b: Node) -> None:
+    """``a`` the active, ``b`` its standby, recorded in sync."""
+    await a.start()
+    await a.wait_until(leads, WAIT_S)
+    await b.start()
+    await a.wait_until(in_sync, WAIT_S)
+
+
 async def test_active_and_standby_answer_by_role_and_flip_when_the_active_stops(
     tmp_path: Path,
 ) -> None:
     a, b = node(tmp_path, "a"), node(tmp_path, "b")
     try:
         async with served(a, b) as (admin_a, admin_b):
-            await a.start()
-            await a.wait_until(leads, WAIT_S)
-            await b.start()
-            await a.wait_until(in_sync, WAIT_S)
-            # The handshake is done (a recorded b in sync) but no Append has come yet: by
-            # the passive rule b is not streaming, so not a ready standby (yet).
-            code, body, _ = await admin_b.call("/standby")
-            assert code == 503 and "syncing" in body["reason"], body
+            await start_pair(a, b)
+            # Idle (no event yet), b holds everything committed: it is a standby from the
+            # active's first heartbeat, before any Append.
+            await b.wait_until(lambda n: standby_problem(n) is None, WAIT_S)
+            assert await admin_b.status("/standby") == 200
             assert await admin_b.status("/ready") == 200
             # Committed with the standby's ack: b's receiver streams and holds it durably.
             await a.append([Event("s", {"i": 1})])
@@ -134,10 +143,7 @@ async def test_status_reports_offsets_roles_and_the_standby(tmp_path: Path) -> N
     a, b = node(tmp_path, "a"), node(tmp_path, "b")
     try:
         async with served(a, b) as (admin_a, admin_b):
-            await a.start()
-            await a.wait_until(leads, WAIT_S)
-            await b.start()
-            await a.wait_until(in_sync, WAIT_S)
+            await start_pair(a, b)
             before = await admin_a.json("/status")
             result = await a.append([Event("s", {"i": i}) for i in range(3)])
             end = result.end_offset
@@ -177,10 +183,7 @@ async def test_metrics_expose_offsets_roles_and_counters_per_node(tmp_path: Path
     a, b = node(tmp_path, "a"), node(tmp_path, "b")
     try:
         async with served(a, b) as (admin_a, admin_b):
-            await a.start()
-            await a.wait_until(leads, WAIT_S)
-            await b.start()
-            await a.wait_until(in_sync, WAIT_S)
+            await start_pair(a, b)
             end = (await a.append([Event("s", {"i": i}) for i in range(5)])).end_offset
 
             m = await admin_a.metrics()
@@ -260,3 +263,46 @@ async def test_a_node_not_started_answers_health_but_is_not_ready(tmp_path: Path
         m = await admin.metrics()
         assert m[("walrep_role", (("role", "STARTING"),))] == 1
         assert m[("walrep_committed_offset", ())] == 0
+
+
+async def test_cluster_and_history_read_the_group_from_the_store(tmp_path: Path) -> None:
+    a, b = node(tmp_path, "a"), node(tmp_path, "b")
+    try:
+        async with served(a, b) as (admin_a, admin_b):
+            await start_pair(a, b)
+            await b.wait_until(lambda n: n.role is Role.PASSIVE, WAIT_S)
+            for admin in (admin_a, admin_b):  # the same group on every node
+                doc = await admin.json("/cluster")
+                assert doc["group"] == "group-1"
+                assert doc["lease"]["holder"] == "a" and doc["lease"]["epoch"] == 1
+                assert doc["lease"]["expired"] is False and doc["lease"]["maintenance"] is False
+                assert doc["in_sync"] == [{"node_id": "b", "epoch": 1, "current": True}]
+                published = {r["node_id"] for r in doc["nodes"]}
+                assert published <= {"a", "b"} and "a" in published
+                history = await admin.json("/history")
+                assert history["group"] == "group-1"
+                assert [(h["epoch"], h["from_node"], h["to_node"]) for h in history["history"]] == [
+                    (1, None, "a")
+                ]
+                assert history["history"][0]["at"].endswith("Z")
+            assert len((await admin_a.json("/history?limit=1"))["history"]) == 1
+            for bad in ("0", "1001", "many"):
+                code, body, _ = await admin_a.call(f"/history?limit={bad}")
+                assert code == 400 and body["error"] == "invalid_limit", body
+                assert repr(bad) in body["message"]
+    finally:
+        for n in (a, b):
+            await n.stop()
+
+
+async def test_cluster_without_a_database_is_503_naming_it(tmp_path: Path) -> None:
+    url = normalize_url(f"mysql://root@127.0.0.1:{free_port()}/walrep")
+    store = SqlStore(create_engine(url, connect_timeout_ms=500), call_timeout_ms=500)
+    settings = NodeSettings(group="group-1", node_id="a", secret=b"s")
+    lonely = Node(settings, tmp_path / "a", store, own_store=True)
+    async with served(lonely) as (admin,):
+        for path in ("/cluster", "/history"):
+            code, body, _ = await admin.call(path)
+            assert code == 503 and body["error"] == "store_unavailable", body
+            assert "database" in body["message"]
+        assert await admin.json("/health") == {"status": "up"}  # the node still answers

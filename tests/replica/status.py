@@ -60,6 +60,7 @@ def _node(world: World, slot: Slot) -> list[str]:
         slot_mark = " (writer)" if core.receiving.slot == cid else ""
         lines.append(
             f"{name}: receiving {number}{slot_mark} phase={r.phase.value}"
-            f" committed={r.committed} wants_data={fmt.flag(r.wants_data())}"
+            f" committed={r.committed} told={r.told_committed}"
+            f" wants_data={fmt.flag(r.wants_data())}"
         )
     return lines

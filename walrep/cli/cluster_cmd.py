@@ -17,26 +17,25 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
-import sqlalchemy as sa
 
+from walrep.cli.cluster_list import HEADER, NodeLine, line_json, node_lines
 from walrep.cli.config_cmd import ConfigProblem, load_or_fail, redact_url
 from walrep.cli.switchover_cmd import failover_cmd, switchover_cmd
 from walrep.config import WalrepConfig
-from walrep.db import guarded, normalize_url
+from walrep.db import normalize_url
 from walrep.errors import ConfigError, CoordinationError
 from walrep.node.stores import sql_store
+from walrep.replica.group_view import group_document, history_document, iso_utc
 from walrep.replica.lease import Observed
 from walrep.replica.sql_store import SqlStore
 from walrep.replica.store import HistoryRow, NodeRow
 
 EXIT_UNAVAILABLE: Final = 1
 DEFAULT_TIMEOUT_MS: Final = 5000
-_EPOCH_START: Final = datetime(1970, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 
@@ -82,15 +81,7 @@ def _require_sqlite_file(database: str | None) -> None:
 
 
 async def _require_tables(store: SqlStore) -> None:
-    names = [table.name for table in store.metadata.sorted_tables]
-
-    async def missing() -> list[str]:
-        async with store.engine.connect() as conn:
-            return await conn.run_sync(
-                lambda sync: [n for n in names if not sa.inspect(sync).has_table(n)]
-            )
-
-    absent = await guarded("look for the coordination tables", missing(), store.call_timeout_ms)
+    absent = await store.missing_tables()
     if absent:
         raise CoordinationError(
             f"no walrep coordination tables ({', '.join(absent)}) in the database: no node "
@@ -117,12 +108,6 @@ async def _call(work: Callable[[], Awaitable[T]]) -> T:
 # --- formatting ----------------------------------------------------------------------
 
 
-def iso_utc(at_ms: int) -> str:
-    """``2024-05-01T12:00:00.123Z`` from milliseconds since the Unix epoch."""
-    moment = _EPOCH_START + timedelta(milliseconds=at_ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _table(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return [
@@ -146,37 +131,11 @@ class Status:
         return self.lease.expires_at_ms - self.lease.db_now_ms
 
     def to_json(self) -> dict[str, Any]:
-        lease = self.lease
+        doc = group_document(self.group, self.lease, self.nodes, self.in_sync)
         return {
-            "group": self.group,
+            "group": doc.pop("group"),
             "datasource": {"name": self.datasource, "url": self.url},
-            "db_now_ms": lease.db_now_ms,
-            "lease": {
-                "holder": lease.holder,
-                "epoch": lease.epoch,
-                "expires_at_ms": lease.expires_at_ms,
-                "expires_in_ms": self.expires_in_ms,
-                "expired": self.expires_in_ms <= 0,
-                "maintenance": lease.maintenance,
-            },
-            "nodes": [
-                {
-                    "node_id": row.info.node_id,
-                    "role": row.info.role,
-                    "event_sync": f"{row.info.event_sync_host}:{row.info.event_sync_port}",
-                    "admin_url": row.info.admin_url,
-                    "heartbeat_at_ms": row.heartbeat_at_ms,
-                    "heartbeat_age_ms": row.heartbeat_age_ms,
-                    "log_end": row.info.log_end,
-                    "acked": row.info.acked,
-                }
-                for row in self.nodes
-            ],
-            "in_sync": [
-                {"node_id": node, "epoch": epoch, "current": epoch == lease.epoch}
-                for node, epoch in sorted(self.in_sync.items())
-            ],
-        }
+        } | doc
 
     def lines(self) -> list[str]:
         lease = self.lease
@@ -311,17 +270,7 @@ def history(path: Path, timeout_ms: int, as_json: bool, limit: int) -> None:
 
     rows = _run(config, work)
     if as_json:
-        out = [
-            {
-                "epoch": r.epoch,
-                "at_ms": r.at_ms,
-                "at": iso_utc(r.at_ms),
-                "from_node": r.from_node,
-                "to_node": r.to_node,
-                "reason": r.reason,
-            }
-            for r in rows
-        ]
+        out = history_document(rows)
         click.echo(json.dumps(out, indent=2))
         return
     if not rows:
@@ -334,23 +283,88 @@ def history(path: Path, timeout_ms: int, as_json: bool, limit: int) -> None:
     click.echo("\n".join(_table(["EPOCH", "TIME (UTC)", "FROM → TO", "REASON"], table, "")))
 
 
+@cluster_group.command("list")
+@_config_option
+@_timeout_option
+@_json_option
+def list_nodes(path: Path, timeout_ms: int, as_json: bool) -> None:
+    """One line per node: role, epoch, log end, lag, in sync, last heartbeat.
+
+    From the coordination database and each node's admin API (GET /status); a node
+    whose admin API does not answer is listed from its database row, marked unreachable.
+    """
+    config = load_or_fail(path)
+    group = config.cluster.group_id
+
+    async def work() -> tuple[Observed, list[NodeLine]]:
+        async with open_store(config, timeout_ms) as store:
+            lease = await store.read_lease(group)
+            rows = await store.nodes(group)
+            in_sync = await store.in_sync_nodes(group)
+        ttl_ms = config.cluster.lease_ttl_ms
+        return lease, await node_lines(lease, rows, in_sync, ttl_ms, timeout_ms)
+
+    lease, lines = _run(config, work)
+    if as_json:
+        doc = {
+            "group": group,
+            "holder": lease.holder,
+            "epoch": lease.epoch,
+            "maintenance": lease.maintenance,
+            "nodes": [line_json(line) for line in lines],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    holder = (
+        f"{lease.holder} holds the lease under epoch {lease.epoch}"
+        if lease.holder
+        else ("no holder yet")
+    )
+    paused = " (maintenance: automatic failover paused)" if lease.maintenance else ""
+    click.echo(f"group {group}: {holder}{paused}")
+    if not lines:
+        click.echo("  (no node has published itself)")
+        return
+    click.echo("\n".join(_table(HEADER, [line.cells() for line in lines], "")))
+
+
 @cluster_group.command("maintenance")
 @click.argument("state", type=click.Choice(["on", "off"]))
 @_config_option
 @_timeout_option
 def maintenance(state: str, path: Path, timeout_ms: int) -> None:
-    """Pause (on) or resume (off) automatic failover of the group.
+    """Pause (on) or resume (off) automatic failover of the group (also: pause, resume).
 
     While on, no standby takes the lease when it expires; only the current holder may
     keep or re-take it (a forced failover still can). The flag lives in the database,
     so it holds across restarts of the nodes until it is turned off.
     """
+    _set_maintenance(path, timeout_ms, state == "on")
+
+
+@cluster_group.command("pause")
+@_config_option
+@_timeout_option
+def pause(path: Path, timeout_ms: int) -> None:
+    """Pause automatic failover (maintenance on) until `walrep cluster resume`."""
+    _set_maintenance(path, timeout_ms, True)
+
+
+@cluster_group.command("resume")
+@_config_option
+@_timeout_option
+def resume(path: Path, timeout_ms: int) -> None:
+    """Resume automatic failover (maintenance off)."""
+    _set_maintenance(path, timeout_ms, False)
+
+
+def _set_maintenance(path: Path, timeout_ms: int, on: bool) -> None:
     config = load_or_fail(path)
     group = config.cluster.group_id
 
     async def work() -> Observed:
         async with open_store(config, timeout_ms, create=True) as store:
-            await store.set_maintenance(group, state == "on")
+            await store.set_maintenance(group, on)
             return await store.read_lease(group)
 
     lease = _run(config, work)

@@ -14,11 +14,14 @@ contracts (``docs/api.md`` "Admin API" documents the same, field by field):
   polls to find the one node that accepts events. Else 503.
 * ``GET /standby``: 200 only on a passive that is in sync by the **passive rule**
   (``standby_problem``): the role is ``PASSIVE``; the event-sync connection holding the
-  passive's one writer slot is open and its receiver is ``STREAMING`` (the active's
-  Append stream has started on it); and the local log's durable end has reached the
-  committed offset that connection's active last told it (``Receiver.committed``). Else
+  passive's one writer slot is open and its receiver is ``STREAMING`` (the active streams
+  to it: its first Append or heartbeat has come); and the local log's durable end has
+  reached the highest committed offset that connection's active told it
+  (``Receiver.told_committed``: a passive still catching up is not a standby). Else
   503 with the reason. The passive cannot see the active's view (``standby_in_sync``).
 * ``GET /status``: the JSON document of ``status_document``.
+* ``GET /cluster``, ``GET /history``: the group as the coordination store has it
+  (``walrep.node.admin_group``).
 * ``GET /metrics``: Prometheus text exposition (``CONTENT_TYPE_LATEST``) from a registry
   of this application's own (never the global one: one process may run many nodes),
   read from the node at scrape time (``NodeCollector``).
@@ -44,6 +47,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from walrep.node.admin_group import group_routes
 from walrep.node.role import Role
 from walrep.node.runtime import Node
 from walrep.replica.receiver import Phase
@@ -66,10 +70,10 @@ def standby_problem(node: Node) -> str | None:
     receiver = conn.receiver
     if receiver.phase is not Phase.STREAMING:
         return f"the receiver is {receiver.phase.value}, not streaming"
-    if node.log.durable_end < receiver.committed:
+    if node.log.durable_end < receiver.told_committed:
         return (
             f"durable end {node.log.durable_end} is below the committed offset "
-            f"{receiver.committed} the active told"
+            f"{receiver.told_committed} the active told"
         )
     return None
 
@@ -332,6 +336,7 @@ def admin_app(
         ("/standby", standby),
         ("/status", status),
         ("/metrics", metrics),
+        *group_routes(node, lambda code, body: _json(code, body)),
     ):
         app.router.add_get(path, handler)
     app.router.add_post("/switchover", post_switchover)

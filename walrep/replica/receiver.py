@@ -109,7 +109,8 @@ class Receiver:
         self.durable_end = 0
         self.last_epoch = 0
         self.last_epoch_start = 0
-        self.committed = 0
+        self.committed = 0  # the active's commit offset as far as this log holds it
+        self.told_committed = 0  # the highest commit offset the active told (unclamped)
         self.highest_epoch = 0
         self._hello_nonce = b""
         self.buffer_bytes_max = buffer_bytes_max
@@ -144,7 +145,10 @@ class Receiver:
         if isinstance(message, Append):
             return self._append(message)
         if isinstance(message, Heartbeat):  # answered with an Ack: the active hears from us
-            self.committed = max(self.committed, min(message.commit_offset, self.durable_end))
+            # Sent only once the active streams to us (the prefix agreed): an idle pair
+            # streams from its first heartbeat, not from its first Append.
+            self.phase = Phase.STREAMING
+            self._told(message.commit_offset)
             return [Send(Ack(self.durable_end, self.last_epoch, self.last_epoch_start))]
         if isinstance(message, Error):
             self.phase = Phase.CLOSED
@@ -185,6 +189,7 @@ class Receiver:
         self.last_epoch = last_epoch
         self.last_epoch_start = last_epoch_start
         self.committed = committed
+        self.told_committed = committed
         self.phase = Phase.SYNCING
         mine = auth.proof(
             self._secret,
@@ -240,8 +245,12 @@ class Receiver:
         self.pending_bytes += len(message.frames)
         self.pending_events += message.count
         self._pending.append((end, len(message.frames), message.count))
-        self.committed = max(self.committed, min(message.commit_offset, self.durable_end))
+        self._told(message.commit_offset)
         return [AppendFrames(message.frames, message.base_offset, end)]
+
+    def _told(self, commit_offset: int) -> None:
+        self.told_committed = max(self.told_committed, commit_offset)
+        self.committed = max(self.committed, min(commit_offset, self.durable_end))
 
     def durable(
         self, end_offset: int, last_epoch: int, last_epoch_start: int
