@@ -29,7 +29,7 @@ from tests.sim.world import run_now
 from walrep.engine.canonical import FORMAT_VERSION, digest_of
 from walrep.engine.core import DigestPoint, Engine
 from walrep.engine.types import SnapshotMeta
-from walrep.errors import WalrepError
+from walrep.errors import SnapshotError, WalrepError
 from walrep.log.frame import Event
 from walrep.log.types import AppendResult
 from walrep.node import effects as fx
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from tests.sim.cluster import Simulation
 
 _FAR = 2**61
+RESTORE_TIMEOUT_MS = 5000  # a cold standby's snapshot read at promotion
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,8 @@ class Node:
                 if isinstance(out, DigestPoint):
                     self.sim.on_digest(self, out)
             self.effects.push(core.applied_to(done[0], None, now))
+        elif isinstance(effect, fx.RestoreEngine):
+            self._restore_for_promotion()
         elif isinstance(effect, fx.PersistState):
             log.save_replica_state(effect.state)
         elif isinstance(effect, fx.StoreCall):
@@ -319,6 +322,28 @@ class Node:
         self.syncing = False
         error = self.disk.sync_end()
         self._input(lambda now: self.core.synced(error, now))
+
+    def _restore_for_promotion(self) -> None:
+        """A cold standby's promotion: the newest usable snapshot, read through the store's
+        link (slow or failing as the database is); the engine is replaced only by a state
+        ahead of it, as ``EngineHost.restore_newer`` does."""
+
+        def execute() -> tuple[SnapshotMeta, bytes] | None:
+            return self.sim.snapshots.newest(self.usable_snapshot)
+
+        def done(found: tuple[SnapshotMeta, bytes] | None) -> None:
+            error: WalrepError | None = None
+            if found is None:  # none usable, or the call failed: the engine stays
+                error = SnapshotError("no usable snapshot answered")
+            else:
+                meta, state = found
+                if meta.offset > self.engine.applied:
+                    self.engine = Engine.restore(APPS, state, digest_interval=DIGEST_INTERVAL)
+                    self.sim.count("engine_restored_at_promotion")
+            applied = self.engine.applied
+            self._input(lambda now: self.core.engine_restored(applied, error, now))
+
+        self.sim.store_link.call(self.name, execute, self.guard(done), RESTORE_TIMEOUT_MS)
 
     def _store_call(self, effect: fx.StoreCall) -> None:
         store, name = self.sim.store, self.name

@@ -47,6 +47,7 @@ class Settings:
     receiver_buffer_bytes: int
     receiver_buffer_events: int
     appends: AppendLimits
+    cold_standby: bool
 
     @classmethod
     def draw(cls, rng: random.Random) -> Settings:
@@ -65,6 +66,9 @@ class Settings:
             appends=rng.choice(
                 [AppendLimits(), AppendLimits(max_pending=4, max_queued=4), AppendLimits(2, 40, 2)]
             ),
+            # Drawn from a generator of its own, seeded by the main one's state without
+            # advancing it: the seeds of before cold standbys existed still run as they did.
+            cold_standby=random.Random(repr(rng.getstate())).random() < 0.3,
         )
 
 
@@ -87,4 +91,5 @@ def node_settings(name: str, drawn: Settings) -> NodeSettings:
         advertised_host=name,
         advertised_port=9893,
         log=LOG,
+        cold_standby=drawn.cold_standby,
     )

@@ -47,6 +47,10 @@ class ClusterSection(_Section):
     safety_margin_ms: int | None = Field(None, gt=0)
     db_call_timeout_ms: int | None = Field(None, gt=0)
     table_prefix: str = Field("walrep_", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")
+    # warm: the passive applies every committed event (promotion replays nothing);
+    # cold: as the seed, the passive only keeps the log, and its promotion restores the
+    # newest snapshot and replays the log after it.
+    standby: Literal["warm", "cold"] = "warm"
 
     @model_validator(mode="after")
     def _timing_is_consistent(self) -> ClusterSection:

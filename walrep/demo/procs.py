@@ -55,6 +55,8 @@ def write_config(
     ingest_port: int = 0,
     admin_port: int = 0,
     heartbeat_ms: int = 100,
+    standby: str = "warm",
+    snapshot_interval_s: int = 5,
     extra: str = "",
 ) -> Path:
     """A node's YAML in ``root``: every port free (0) unless given, one SQLite file. A
@@ -66,13 +68,14 @@ def write_config(
             f"""\
             node: {{id: {name}, data_dir: "{root / name}"}}
             cluster: {{group_id: demo, heartbeat_interval_ms: {heartbeat_ms},
-                      heartbeat_max_retry: 3, event_polling_interval_ms: 50}}
+                      heartbeat_max_retry: 3, event_polling_interval_ms: 50,
+                      standby: {standby}}}
             deployment: {{event_sync_server: {{host: 127.0.0.1, port: 0}}}}
             admin: {{port: {admin_port}}}
             ingest: {{http_port: {ingest_port}, tcp_port: 0}}
             query: {{port: 0}}
             engine: {{apps_dir: "{apps_dir}"}}
-            state_persistence: {{interval_s: 5}}
+            state_persistence: {{interval_s: {snapshot_interval_s}}}
             datasources: [{{name: WALREP_DB, url: "sqlite+aiosqlite:///{root / "cluster.db"}"}}]
             """
         )

@@ -36,6 +36,7 @@ from walrep.node.effects import (
     ReadNodes,
     Release,
     Renew,
+    RestoreEngine,
     RoleChanged,
     SetInSync,
     StoreCall,
@@ -101,6 +102,7 @@ class NodeCore:
         # The engine: offsets [0, applied) applied; one Apply in flight at a time.
         self.applied = applied
         self._apply_in_flight = False
+        self._restoring: int | None = None  # the epoch of the RestoreEngine in flight
 
     # --- what executors and operators read ---------------------------------------------
 
@@ -331,6 +333,43 @@ class NodeCore:
         self._advance_promotion()
         return self._take()
 
+    def engine_restored_for(self, epoch: int) -> bool:
+        """Promotion under ``epoch``: True once a cold standby's engine holds the newest
+        snapshot (asks for it once, when no Apply is in flight); at once otherwise."""
+        promotion = self.promotion
+        if self.applied is None or not self.settings.cold_standby or promotion is None:
+            return True
+        if promotion.restored:
+            return True
+        if self._restoring is None and not self._apply_in_flight:
+            self._restoring = epoch
+            self._out.append(RestoreEngine(epoch))
+        return False
+
+    def engine_restored(
+        self, applied: int | None, error: WalrepError | None, now_ms: int
+    ) -> list[Effect]:
+        """``RestoreEngine`` finished: the engine's position now (never below the one
+        before), or the error that kept the engine as it was: the log after it is replayed
+        either way (a log that lacks it fences the node at that Apply)."""
+        self._at(now_ms)
+        epoch, self._restoring = self._restoring, None
+        if error is not None:
+            self._out.append(
+                Notice(
+                    "warning",
+                    f"no snapshot restored for the promotion ({error}): replaying the log "
+                    f"from offset {self.applied}",
+                )
+            )
+        elif applied is not None:
+            assert self.applied is not None and applied >= self.applied, (applied, self.applied)
+            self.applied = applied
+        if self.promotion is not None and self.promotion.epoch == epoch:
+            self.promotion.restored = True
+        self._advance_promotion()
+        return self._take()
+
     def caught_up(self) -> bool:
         """The engine (if any) has applied everything this node knows committed."""
         return self.applied is None or self.applied >= self._apply_target()
@@ -512,6 +551,10 @@ class NodeCore:
     def _request_apply(self) -> None:
         if self.applied is None or self._apply_in_flight or self.role in _NO_APPLY:
             return
+        if self._restoring is not None or (
+            self.settings.cold_standby and self.role is Role.PASSIVE
+        ):
+            return  # a cold standby keeps the log only; a restore replaces the engine
         target = self._apply_target()
         if target > self.applied:
             self._apply_in_flight = True

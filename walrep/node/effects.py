@@ -121,6 +121,16 @@ class Apply:
 
 
 @dataclass(frozen=True, slots=True)
+class RestoreEngine:
+    """A cold standby's promotion: load the newest snapshot this node may restore into
+    the engine if it is ahead of the engine's position (else keep the engine), and
+    report ``engine_restored(applied)``; the core then replays the log after it. No
+    ``Apply`` is in flight meanwhile."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class Truncate:
     """Drop every event at or after ``to_offset``; report ``truncated``."""
 
@@ -252,6 +262,7 @@ Effect = (
     | ReadFrames
     | Sync
     | Apply
+    | RestoreEngine
     | Truncate
     | PersistState
     | StoreCall

@@ -123,6 +123,15 @@ class EngineHost:
         self.engine = engine
         return engine
 
+    async def restore_newer(self, wal: Wal) -> int:
+        """A cold standby's promotion: the newest snapshot this node may restore, if it is
+        ahead of the engine (else the engine stays); the engine's position after."""
+        engine = self.engine_
+        found = await self._restore(wal)
+        if found is not None and found.applied > engine.applied:
+            self.engine = found
+        return self.engine_.applied
+
     async def _restore(self, wal: Wal) -> Engine | None:
         if self.store is None:
             return None

@@ -25,6 +25,7 @@ class Promotion:
         self.started_ms = now_ms
         self.step = 0
         self.step_started_ms = now_ms
+        self.restored = False  # a cold standby's engine restore of this promotion is done
 
     @property
     def done(self) -> bool:
@@ -61,8 +62,9 @@ def _run_step(core: NodeCore, name: str, epoch: int) -> bool:
         return True
     if name == "catch_up":
         # The engine applies every offset this node knows committed before it serves:
-        # nothing to do for a warm standby, a replay after a restore otherwise.
-        return core.caught_up()
+        # nothing to do for a warm standby; a cold one first restores the newest
+        # snapshot; a replay of the log after it then (or after the start's restore).
+        return core.engine_restored_for(epoch) and core.caught_up()
     if name == "open_ingest":
         core.fire(Event.ACTIVATED, f"active under epoch {epoch}")
         return True

@@ -427,6 +427,8 @@ class Node:
             # lease renewals, sockets and publishers (the core waits for this report
             # before it asks for the next chunk).
             asyncio.get_running_loop().call_soon(self._report_applied, core, applied, error)
+        elif isinstance(effect, fx.RestoreEngine):
+            self._spawn(self._restore_engine(core), "engine restore")
         elif isinstance(effect, fx.Truncate):
             refused: WalrepError | None = None
             try:
@@ -489,6 +491,18 @@ class Node:
         except WalrepError as e:
             outcome = e
         self._input(lambda now: self.core_.appended_frames(effect.token, outcome, now))
+
+    async def _restore_engine(self, core: NodeCore) -> None:
+        host = self.engine_host
+        assert host is not None, "RestoreEngine without an engine"
+        applied: int | None = None
+        error: WalrepError | None = None
+        try:
+            applied = await host.restore_newer(self.log)
+        except WalrepError as e:
+            error = e
+        if self.core is core:
+            self._input(lambda now: core.engine_restored(applied, error, now))
 
     async def _sync(self) -> None:
         error: WalrepError | None = None

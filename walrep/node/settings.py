@@ -71,6 +71,7 @@ class NodeSettings:
     advertised_port: int = 0
     admin_url: str = ""
     log: LogConfig = field(default_factory=LogConfig)
+    cold_standby: bool = False  # cluster.standby: cold (the passive does not apply)
 
     def __post_init__(self) -> None:
         check_relations(self)
@@ -183,4 +184,5 @@ def node_settings(config: WalrepConfig, *, secret: bytes | None = None) -> NodeS
             fsync_interval_ms=log.fsync_interval_ms,
             recent_frames_bytes=log.recent_frames_bytes,
         ),
+        cold_standby=cluster.standby == "cold",
     )
