@@ -174,6 +174,8 @@ async def test_ports_by_role_failover_and_a_clean_stop(pair: Pair) -> None:
     assert 'walrep_ingest_request_seconds_count{transport="http"} 1.0' in metrics
     assert "walrep_committed_offset 5.0" in metrics
     assert "walrep_event_loop_lag_seconds_count" in metrics  # the lag watcher runs
+    forces = [ln for ln in metrics.splitlines() if ln.startswith("walrep_fsync_seconds_count")]
+    assert forces and float(forces[0].split()[-1]) >= 1  # the log's fsyncs, timed
     listed = await cluster_list(one)  # the operator's view: the database and each /status
     assert listed["holder"] == "node1" and listed["maintenance"] is False
     rows = {n["node_id"]: n for n in listed["nodes"]}

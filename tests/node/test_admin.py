@@ -196,6 +196,10 @@ async def test_metrics_expose_offsets_roles_and_counters_per_node(tmp_path: Path
             assert m[("walrep_role_changes_to_active_total", ())] == 1
             assert ("walrep_promotion_step_seconds", (("step", "ship"),)) in m
             assert ("walrep_applied_offset", ()) not in m  # no engine
+            # The standby acked everything: nothing it lacks, nothing unprotected.
+            assert m[("walrep_replication_lag_events", ())] == 0
+            assert m[("walrep_replication_lag_seconds", ())] == 0
+            assert m[("walrep_unprotected_offsets", ())] == 0
 
             # Each app has its own registry: b's scrape reads b.
             await b.wait_until(lambda n: n.committed == end, WAIT_S)
@@ -203,6 +207,13 @@ async def test_metrics_expose_offsets_roles_and_counters_per_node(tmp_path: Path
             assert mb[("walrep_role", (("role", "PASSIVE"),))] == 1
             assert mb[("walrep_committed_offset", ())] == end
             assert ("walrep_role_changes_to_active_total", ()) not in mb
+            await b.wait_until(lambda n: standby_problem(n) is None, WAIT_S)
+            assert (await admin_b.json("/status"))["replication_lag_events"] == 0
+            await b.stop()  # no standby: the active has no replication lag to report
+            await a.wait_until(lambda n: n.core_.term.link is None, WAIT_S)
+            gone = await admin_a.metrics()
+            assert ("walrep_replication_lag_events", ()) not in gone
+            assert (await admin_a.json("/status"))["replication_lag_events"] is None
     finally:
         for n in (a, b):
             await n.stop()

@@ -47,6 +47,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from walrep.errors import WalrepError
+from walrep.log.clock import wall_clock_ms
 from walrep.node.admin_group import group_routes
 from walrep.node.role import Role
 from walrep.node.runtime import Node
@@ -78,6 +80,39 @@ def standby_problem(node: Node) -> str | None:
     return None
 
 
+def replication_lag(node: Node) -> tuple[int | None, int | None]:
+    """``(events, ms)`` the standby is behind. On the active: the events of its log the
+    connected standby does not hold durably, and the age (wall clock) of the oldest of
+    them; on a passive: the events it lacks of the highest commit offset its active told,
+    and the age of the newest event it holds while it lacks some. 0 when caught up; None
+    without a standby (active) or an active (passive)."""
+    core, wal = node.core, node.wal
+    if core is None or wal is None:
+        return None, None
+    term = core.term
+    if term is not None:
+        shipper = term.shipper
+        if term.link is None or shipper.standby is None:
+            return None, None
+        held, want, oldest = shipper.acked, wal.log_end, True
+    else:
+        slot = core.receiving.slot
+        conn = core.receiving.conns.get(slot) if slot is not None else None
+        if conn is None or not conn.open:
+            return None, None
+        held, want, oldest = wal.durable_end, conn.receiver.told_committed, False
+    behind = max(0, want - held)
+    if behind == 0:
+        return 0, 0
+    at = held if oldest else held - 1
+    try:
+        record = next(iter(wal.read(at, at + 1)), None) if at >= wal.log_start else None
+    except WalrepError:
+        record = None
+    age = None if record is None else max(0, wall_clock_ms() - record.ingest_time_ms)
+    return behind, age
+
+
 @dataclass(frozen=True, slots=True)
 class NodeView:
     """What one request reads from the node, all at once (offsets are event offsets)."""
@@ -93,6 +128,9 @@ class NodeView:
     committed: int
     applied: int | None  # None: the node runs no engine
     lag_events: int | None
+    replication_lag_events: int | None
+    replication_lag_ms: int | None
+    unprotected_offsets: int | None
     in_sync: bool
     standby: str | None
     snapshot_offset: int | None
@@ -122,6 +160,7 @@ def view_of(node: Node) -> NodeView:
         lag = max(0, committed - applied) if applied is not None else None
     term = core.term if core is not None else None
     in_sync = node.standby_in_sync if term is not None else standby_problem(node) is None
+    behind, since = replication_lag(node)
     snap = host.last_snapshot if host is not None else None
     failure = node.failure or (core.failure if core is not None else None)
     counters: Counter[str] = Counter()  # the core's and the engine host's, summed by name
@@ -140,6 +179,9 @@ def view_of(node: Node) -> NodeView:
         committed=committed,
         applied=applied,
         lag_events=lag,
+        replication_lag_events=behind,
+        replication_lag_ms=since,
+        unprotected_offsets=term.shipper.unprotected_offsets if term is not None else None,
         in_sync=in_sync,
         standby=term.shipper.standby if term is not None else None,
         snapshot_offset=snap.offset if snap is not None else None,
@@ -172,6 +214,9 @@ def status_document(node: Node, urls: Mapping[str, str | None]) -> dict[str, Any
         "committed": v.committed,
         "applied": v.applied,
         "lag_events": v.lag_events,
+        "replication_lag_events": v.replication_lag_events,
+        "replication_lag_ms": v.replication_lag_ms,
+        "unprotected_offsets": v.unprotected_offsets,
         "in_sync": v.in_sync,
         "standby": v.standby,
         "last_snapshot": snapshot,
@@ -211,6 +256,10 @@ class NodeCollector(Collector):
         gauge("walrep_applied_offset", "Offsets below are applied by the engine", v.applied)
         gauge("walrep_commit_lag_events", "lag_events of /status", v.lag_events)
         gauge("walrep_in_sync", "in_sync of /status", v.in_sync)
+        behind = v.replication_lag_events
+        gauge("walrep_replication_lag_events", "Events the standby lacks", behind)
+        gauge("walrep_replication_lag_seconds", "Age of what it lacks", _s(v.replication_lag_ms))
+        gauge("walrep_unprotected_offsets", "Committed without the standby", v.unprotected_offsets)
         age = v.snapshot_age_ms
         gauge("walrep_snapshot_age_seconds", "Age of the last snapshot", _s(age))
         pause = v.capture_pause_ms

@@ -37,6 +37,7 @@ from walrep.engine.snapshots import store_from_config
 from walrep.errors import WalrepError
 from walrep.node.admin import admin_app
 from walrep.node.engine_host import EngineHost
+from walrep.node.fsync_timing import TimedFileOps
 from walrep.node.ingest_http import IngestApi
 from walrep.node.ingest_tcp import TcpIngest
 from walrep.node.loop_lag import lag_histogram, watch_loop_lag
@@ -71,9 +72,10 @@ class NodeProcess:
         self.config = config
         token = config.ingest.token()  # ConfigError before anything is opened
         self.host = engine_host(config)
-        self.node = Node.from_config(config, engine=self.host)
         self.registry = CollectorRegistry()  # /metrics: the node's collector and ingest's
         self.loop_lag = lag_histogram(self.registry)
+        ops = TimedFileOps(self.registry)
+        self.node = Node.from_config(config, engine=self.host, file_ops=ops)
         self.ingest = IngestApi(
             self.node,
             self.host.apps,

@@ -143,9 +143,16 @@ class Node:
         self.steps: list[fx.StepDone] = []  # promotion steps, most recent last (bounded)
 
     @classmethod
-    def from_config(cls, config: WalrepConfig, *, engine: EngineHost | None = None) -> Node:
+    def from_config(
+        cls,
+        config: WalrepConfig,
+        *,
+        engine: EngineHost | None = None,
+        file_ops: FileOps | None = None,
+    ) -> Node:
         """A node as ``walrep node start`` runs it: settings, store and TLS from config
-        (``walrep.node.process`` adds the engine, built from the same config)."""
+        (``walrep.node.process`` adds the engine, built from the same config, and its
+        timed file seam)."""
         from walrep.replica.tls import client_context, server_context
 
         settings = node_settings(config)
@@ -160,6 +167,7 @@ class Node:
             client_ssl=client_context(tls) if tls else None,
             own_store=True,
             engine=engine,
+            file_ops=file_ops,
         )
 
     # --- state -----------------------------------------------------------------------------
