@@ -98,14 +98,20 @@ def test_release_fences_then_expires_the_lease_and_stops() -> None:
     actions = m.release()
     assert [type(a) for a in actions] == [Fence, Release] and actions[1] == Release(1)
     assert m.tick(10_000) == [] and m.phase is Phase.STOPPED
+    # Stopped, it asks for no wake-up: its old due time (long past) would have the
+    # process's tick loop tick again at once, forever (a 3 s spin after a switchover).
+    assert m.next_wakeup_ms() > 10**15
     m.resume()
+    assert m.next_wakeup_ms() <= 10_000  # due: it acquires at the next tick
     assert m.tick(10_000) == [TryAcquire(1, False)]
 
 
 def test_forced_acquire_is_a_one_shot_request_even_without_auto_acquire() -> None:
     m = LeaseMachine("b", T, auto_acquire=False)
     assert m.tick(0) == []
+    assert m.next_wakeup_ms() > 10**15  # nothing to do until asked
     m.request_forced_acquire()
+    assert m.next_wakeup_ms() <= 1
     assert m.tick(1) == [TryAcquire(0, True)]
     assert m.acquire_done(1, 2, True, seen("b", 1)) == [Promoted(1)]
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 _FAR = 2**61
 RESTORE_TIMEOUT_MS = 5000  # a cold standby's snapshot read at promotion
+STALE_TICKS_MAX = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,7 @@ class Node:
         self.syncing = False
         self.answers_at_ms = 0  # when the last append's answer is delivered
         self.wake_ms = _FAR
+        self.stale_ticks = 0  # ticks in a row after which the wake-up was not in the future
         self.feed(self.core.start(self.local_ms()))
 
     def _restore_engine(self) -> Engine:
@@ -191,7 +193,23 @@ class Node:
         if self.sched.now_ms < self.wake_ms:
             return  # superseded by an earlier wake-up
         self.wake_ms = _FAR
-        self.feed(self.core.tick(self.local_ms()))
+        now = self.local_ms()
+        core = self.core
+        self.feed(core.tick(now))
+        # The process's tick loop sleeps until next_wakeup_ms() and ticks again at once
+        # when that is not in the future. One such immediate tick is by design (a fenced
+        # leader demotes first, then acquires at its next tick); a core that keeps asking
+        # for a wake-up it has already had would spin the event loop (seen: 3 s after
+        # every switchover, the stopped lease machine's old due time).
+        if not (self.up and self.core is core):
+            return
+        self.stale_ticks = self.stale_ticks + 1 if core.next_wakeup_ms() <= now else 0
+        if self.stale_ticks > STALE_TICKS_MAX:
+            raise AssertionError(
+                f"{self.name}: {self.stale_ticks} ticks in a row left the core's wake-up at "
+                f"{core.next_wakeup_ms()}, not after {now} (role {core.role.value}): the "
+                "process's tick loop would spin"
+            )
 
     def _arm(self) -> None:
         """Wake the core when it has something to do (at least 1 ms ahead)."""

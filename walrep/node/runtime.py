@@ -543,6 +543,9 @@ class Node:
                 if self.core_.next_wakeup_ms() > self._clock_ms():
                     continue  # woken early by an input: recompute the deadline
             self._input(self.core_.tick)
+            # One turn of the loop per tick, whatever the core asks next: a wake-up that
+            # is never in the future (a bug) slows the node, and never freezes its loop.
+            await asyncio.sleep(0)
 
     # --- connections ---------------------------------------------------------------------------
 

@@ -228,8 +228,16 @@ class LeaseMachine:
         return []
 
     def next_wakeup_ms(self) -> int:
-        """When ``tick`` has something to do next (the shell sleeps until then)."""
-        due = self._next_call_ms if not self._in_flight else _NEVER_MS
+        """When ``tick`` has something to do next (the shell sleeps until then): never a
+        time at which ``tick`` would do nothing (a shell that ticks again at once when
+        the wake-up is not in the future would spin): not while a call is in flight,
+        stopped, or a follower that does not acquire by itself."""
+        idle = (
+            self._in_flight
+            or self.phase is Phase.STOPPED
+            or (self.phase is Phase.FOLLOWER and not (self.auto_acquire or self._force_next))
+        )
+        due = _NEVER_MS if idle else self._next_call_ms
         if self.phase is Phase.LEADER:
             due = min(due, self.valid_until_ms)
         return due
