@@ -277,6 +277,11 @@ async def test_a_switchover_hands_over_without_loss_or_lease_expiry(pair: Pair) 
     assert back["role"] == "PASSIVE"  # the old active follows the new one
     lines = [m["message"] for m in one.lines]
     assert any("switchover to node2" in m for m in lines), lines[-5:]
+    # It holds off taking the lease by itself for three lease lifetimes, then follows.
+    if back["follows_again_in_ms"] is not None:
+        assert 0 <= back["follows_again_in_ms"] <= 3 * 400  # the test pair's TTL: 400 ms
+    await pair.until(one, "/status", lambda s, b: b["follows_again_in_ms"] is None)
+    assert (await pair.get(two, "/status"))[1]["follows_again_in_ms"] is None
 
 
 @pytest.mark.slow

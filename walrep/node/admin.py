@@ -223,6 +223,7 @@ def status_document(node: Node, urls: Mapping[str, str | None]) -> dict[str, Any
         "failure": v.failure,
         # Why this node does not take the lease by itself (null: it would, when free).
         "held_back": (node.core.held_back or None) if node.core is not None else None,
+        "follows_again_in_ms": _follows_again_in_ms(node),
         "promotion_steps": [
             {"name": s.step, "duration_ms": s.duration_ms, "epoch": s.epoch} for s in node.steps
         ],
@@ -277,6 +278,14 @@ class NodeCollector(Collector):
                 family = f"walrep_counter_{name}"
             yield CounterMetricFamily(family, f"Count of {name} events", value=value)
         yield from gauges
+
+
+def _follows_again_in_ms(node: Node) -> int | None:
+    """After this node handed the lease over (switchover): how long until it may take it
+    again by itself; null otherwise."""
+    core = node.core
+    at = core.resume_at_ms if core is not None else None
+    return None if at is None else max(0, at - node.now_ms())
 
 
 def _s(ms: float | None) -> float | None:

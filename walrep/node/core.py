@@ -125,6 +125,11 @@ class NodeCore:
             return self.receiving.wants_data(cid)
         return True
 
+    @property
+    def resume_at_ms(self) -> int | None:
+        """After a switchover's release: when this node follows (may acquire) again."""
+        return self._resume_at_ms
+
     def next_wakeup_ms(self) -> int:
         """When ``tick`` has something to do next, on this node's clock."""
         due = self._last_tick_ms + self.settings.tick_interval_ms
