@@ -105,11 +105,11 @@ def replication_lag(node: Node) -> tuple[int | None, int | None]:
     if behind == 0:
         return 0, 0
     at = held if oldest else held - 1
-    try:
-        record = next(iter(wal.read(at, at + 1)), None) if at >= wal.log_start else None
+    try:  # the frame holding that offset: its header has the ingest time (no decoding)
+        frame = next(iter(wal.frames(at, at + 1)), None) if at >= wal.log_start else None
     except WalrepError:
-        record = None
-    age = None if record is None else max(0, wall_clock_ms() - record.ingest_time_ms)
+        frame = None
+    age = None if frame is None else max(0, wall_clock_ms() - frame.header.ingest_time_ms)
     return behind, age
 
 
