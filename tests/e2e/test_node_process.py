@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.services import require_service
 from walrep.demo.procs import WALREP, Admin, NodeProc, free_port, write_config
 
 WAIT_S = 20.0
@@ -203,6 +205,20 @@ async def test_ports_by_role_failover_and_a_clean_stop(pair: Pair) -> None:
 
 
 async def test_a_kill_under_load_loses_and_duplicates_nothing(pair: Pair) -> None:
+    await kill_under_load(pair)
+
+
+@pytest.mark.parametrize("backend", ["mariadb", "postgresql"])
+async def test_a_kill_under_load_on_a_database_server(tmp_path: Path, backend: str) -> None:
+    """The same with the coordination store and the snapshots on MariaDB / PostgreSQL
+    (a group of its own: the server's rows outlive the test)."""
+    url = require_service(backend)
+    group = f"e2e-{uuid.uuid4().hex[:10]}"
+    async with two_nodes(tmp_path, datasource_url=url, group_id=group) as pair:
+        await kill_under_load(pair)
+
+
+async def kill_under_load(pair: Pair) -> None:
     """A publisher keeps going through a SIGKILL of the active: every event it was told is
     in has exactly one offset, the offsets have no gap, and the new active's log holds
     exactly those events (its retries were answered, not appended again)."""

@@ -57,17 +57,21 @@ def write_config(
     heartbeat_ms: int = 100,
     standby: str = "warm",
     snapshot_interval_s: int = 5,
+    datasource_url: str | None = None,
+    group_id: str = "demo",
     extra: str = "",
 ) -> Path:
-    """A node's YAML in ``root``: every port free (0) unless given, one SQLite file. A
+    """A node's YAML in ``root``: every port free (0) unless given, one SQLite file (or
+    ``datasource_url``) for the coordination store and the snapshots. A
     node restarted on port 0 listens elsewhere: give ``admin_port`` (``free_port()``)
     when something keeps the admin URL across restarts."""
     path = root / f"{name}.yaml"
+    url = datasource_url or f"sqlite+aiosqlite:///{root / 'cluster.db'}"
     path.write_text(
         textwrap.dedent(
             f"""\
             node: {{id: {name}, data_dir: "{root / name}"}}
-            cluster: {{group_id: demo, heartbeat_interval_ms: {heartbeat_ms},
+            cluster: {{group_id: {group_id}, heartbeat_interval_ms: {heartbeat_ms},
                       heartbeat_max_retry: 3, event_polling_interval_ms: 50,
                       standby: {standby}}}
             deployment: {{event_sync_server: {{host: 127.0.0.1, port: 0}}}}
@@ -76,7 +80,7 @@ def write_config(
             query: {{port: 0}}
             engine: {{apps_dir: "{apps_dir}"}}
             state_persistence: {{interval_s: {snapshot_interval_s}}}
-            datasources: [{{name: WALREP_DB, url: "sqlite+aiosqlite:///{root / "cluster.db"}"}}]
+            datasources: [{{name: WALREP_DB, url: "{url}"}}]
             """
         )
         + extra
