@@ -8,13 +8,16 @@ so that groups can share a database::
                      chunk_count, blob_bytes, created_ms)     one header row per snapshot
     <table>_chunks  (group_id, snapshot_id, chunk_index, data) the blob, in chunks
 
-A save is one transaction, in this order: lock the group's fence row (``FOR UPDATE``;
-``BEGIN IMMEDIATE`` on SQLite), compare its epoch with the snapshot's and refuse a
-lower one, raise the fence and take the next snapshot id, insert the chunks, insert the
-header row, commit. A trim locks the same row first, so a group's saves and trims take
-turns. Readers list header rows only, so a snapshot is visible when its header is, and
-the header commits with its chunks. A refused or failed save rolls back
-whole: no chunk, no header, no fence change.
+A save is a few short transactions, so that no lock is held for the whole write (on
+SQLite a write transaction locks the whole file, the coordination store's too): (1) lock
+the group's fence row (``FOR UPDATE``; ``BEGIN IMMEDIATE`` on SQLite), compare its
+epoch with the snapshot's and refuse a lower one, raise the fence and take the next
+snapshot id; (2) insert the chunks, at most ``SAVE_TX_BYTES`` per transaction; (3) lock
+the fence row again, refuse (and delete the chunks) if a newer epoch raised it
+meanwhile, check that every chunk is there, insert the header row. Readers list header
+rows only, so a snapshot is visible once its header is, whole. Chunks without a header
+(a save that died between its transactions) are deleted by the next trim, which locks
+the fence row first, so a group's saves and trims take turns at each step.
 
 Driver errors become ``SnapshotError`` naming the operation (retriable unless our SQL
 is wrong); a stale epoch is ``SnapshotFencedError`` (not retriable).
@@ -51,6 +54,20 @@ CALL_TIMEOUT_MS_DEFAULT = 60_000
 _ID = sa.String(128)
 _BLOB = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 _TRIM_BATCH = 500  # snapshot ids per DELETE ... IN (...)
+SAVE_TX_BYTES = 2 * 1024 * 1024  # chunk bytes per transaction of a save (bounded lock hold)
+
+
+def _groups(chunks: Sequence[bytes], max_bytes: int) -> list[tuple[int, list[bytes]]]:
+    """``(index of the first, chunks)`` runs of at most ``max_bytes`` (at least one each)."""
+    out: list[tuple[int, list[bytes]]] = []
+    size = 0
+    for index, chunk in enumerate(chunks):
+        if not out or size + len(chunk) > max_bytes:
+            out.append((index, []))
+            size = 0
+        out[-1][1].append(chunk)
+        size += len(chunk)
+    return out
 
 
 class DbSnapshotStore:
@@ -187,7 +204,12 @@ class DbSnapshotStore:
     # --- the protocol -----------------------------------------------------------------------
 
     async def save(self, meta: SnapshotMeta, state: bytes) -> SnapshotId:
-        """One transaction: fence check and raise, chunks, then the header row."""
+        """Short transactions, so that no lock is held for the whole write (on SQLite the
+        lock is the whole file's, and the lease's renewals need it): reserve an id under
+        the fence, insert the chunks at most ``SAVE_TX_BYTES`` per transaction, then check
+        the fence and the chunks again and insert the header row, which makes the
+        snapshot visible. A save refused at the end removes its chunks; chunks of a save
+        that never finished are removed by the next trim."""
         chunks = await asyncio.to_thread(
             fmt.encode,
             meta,
@@ -199,7 +221,7 @@ class DbSnapshotStore:
         blob_bytes = sum(len(c) for c in chunks)
         await self._ensure_fence("save snapshot")
 
-        def body(conn: sa.Connection) -> int:
+        def reserve(conn: sa.Connection) -> int:
             fence_epoch, snapshot_id = self._lock_fence(conn)
             if meta.epoch < fence_epoch:
                 raise SnapshotFencedError(meta.epoch, fence_epoch, f"table {self.table}")
@@ -208,14 +230,37 @@ class DbSnapshotStore:
                 .where(self._fence)
                 .values(epoch=meta.epoch, next_snapshot_id=snapshot_id + 1)
             )
-            for index, chunk in enumerate(chunks):  # one row per statement: bounded packets
-                conn.execute(
-                    sa.insert(self.chunks_t).values(
-                        group_id=self.group_id,
-                        snapshot_id=snapshot_id,
-                        chunk_index=index,
-                        data=blob_value(self.engine, chunk),
+            return snapshot_id
+
+        snapshot_id = await self._tx("save snapshot: reserve an id", reserve)
+        for first, group in _groups(chunks, SAVE_TX_BYTES):
+
+            def insert(conn: sa.Connection, first: int = first, group: list[bytes] = group) -> None:
+                for index, chunk in enumerate(group, first):  # one row per statement
+                    conn.execute(
+                        sa.insert(self.chunks_t).values(
+                            group_id=self.group_id,
+                            snapshot_id=snapshot_id,
+                            chunk_index=index,
+                            data=blob_value(self.engine, chunk),
+                        )
                     )
+
+            await self._tx(f"save snapshot {snapshot_id}: chunks from {first}", insert)
+
+        def publish(conn: sa.Connection) -> None:
+            fence_epoch, _ = self._lock_fence(conn)
+            c = self.chunks_t
+            if meta.epoch < fence_epoch:  # a newer active wrote meanwhile
+                conn.execute(sa.delete(c).where(self._where(c, snapshot_id)))
+                raise SnapshotFencedError(meta.epoch, fence_epoch, f"table {self.table}")
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(c).where(self._where(c, snapshot_id))
+            ).scalar_one()
+            if count != len(chunks):
+                raise SnapshotError(
+                    f"snapshot store {self.table}: {count} of the {len(chunks)} chunks of "
+                    f"snapshot {snapshot_id} are there (removed meanwhile); saved again later"
                 )
             conn.execute(
                 sa.insert(self.header_t).values(
@@ -229,9 +274,9 @@ class DbSnapshotStore:
                     created_ms=meta.created_ms,
                 )
             )
-            return snapshot_id
 
-        return SnapshotId(str(await self._tx("save snapshot", body)))
+        await self._tx(f"save snapshot {snapshot_id}: header", publish)
+        return SnapshotId(str(snapshot_id))
 
     async def list(self) -> list[SnapshotInfo]:
         h = self.header_t
@@ -311,13 +356,22 @@ class DbSnapshotStore:
                 reverse=True,
             )
             doomed = [int(r.snapshot_id) for r in rows[keep:]]
+            trimmed = len(doomed)
+            # Chunks without a header: a save that never finished (its node died, or it
+            # was fenced between its transactions). Saves and trims of a group take turns
+            # at the fence; its own active saves, then trims, one after the other.
+            headers = sa.select(h.c.snapshot_id).where(self._where(h))
+            orphans = sa.select(c.c.snapshot_id).distinct().where(
+                self._where(c), c.c.snapshot_id.not_in(headers)
+            )  # read first: MySQL cannot delete from a table its subquery reads
+            doomed += [int(r.snapshot_id) for r in conn.execute(orphans)]
             for start in range(0, len(doomed), _TRIM_BATCH):
                 batch = doomed[start : start + _TRIM_BATCH]
                 for table in (c, h):
                     conn.execute(
                         sa.delete(table).where(self._where(table), table.c.snapshot_id.in_(batch))
                     )
-            return len(doomed)
+            return trimmed
 
         return await self._tx("trim snapshots", body)
 
