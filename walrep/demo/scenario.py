@@ -78,7 +78,16 @@ class Demo:
         self.nodes = {
             name: NodeProc(
                 name,
-                write_config(root, name, apps_dir, admin_port=free_port()),
+                # The production defaults (heartbeat 250 ms, lease TTL 1 s, snapshots
+                # every 60 s): the failover the demo shows is the one operators get.
+                write_config(
+                    root,
+                    name,
+                    apps_dir,
+                    admin_port=free_port(),
+                    heartbeat_ms=250,
+                    snapshot_interval_s=60,
+                ),
                 SECRETS,
                 log_path=root / f"{name}.log",
             )
