@@ -361,8 +361,10 @@ class DbSnapshotStore:
             # was fenced between its transactions). Saves and trims of a group take turns
             # at the fence; its own active saves, then trims, one after the other.
             headers = sa.select(h.c.snapshot_id).where(self._where(h))
-            orphans = sa.select(c.c.snapshot_id).distinct().where(
-                self._where(c), c.c.snapshot_id.not_in(headers)
+            orphans = (
+                sa.select(c.c.snapshot_id)
+                .distinct()
+                .where(self._where(c), c.c.snapshot_id.not_in(headers))
             )  # read first: MySQL cannot delete from a table its subquery reads
             doomed += [int(r.snapshot_id) for r in conn.execute(orphans)]
             for start in range(0, len(doomed), _TRIM_BATCH):
