@@ -431,7 +431,10 @@ async def test_a_cold_standby_keeps_the_log_and_restores_the_snapshot_when_promo
         assert passive["applied"] == 0  # cold: it holds the log, its engine never ran
 
         assert await one.signal(signal.SIGKILL) == -signal.SIGKILL
-        status = await pair.until(two, "/status", lambda s, b: b["role"] == "ACTIVE")
+        # Active, and its query port open (the process opens it right after the role).
+        status = await pair.until(
+            two, "/status", lambda s, b: b["role"] == "ACTIVE" and b["urls"]["query"]
+        )
         assert status["applied"] == 500 and status["committed"] == 500
         # Restored at the promotion (node2 started before any snapshot existed): the one
         # at 300, so the tail was replayed; 500 only if the next one (3 s on) beat the kill.
