@@ -126,19 +126,20 @@ class EngineHost:
     async def restore_newer(self, wal: Wal) -> int:
         """A cold standby's promotion: the newest snapshot this node may restore, if it is
         ahead of the engine (else the engine stays); the engine's position after."""
-        engine = self.engine_
-        found = await self._restore(wal)
-        if found is not None and found.applied > engine.applied:
+        found = await self._restore(wal, above=self.engine_.applied)
+        if found is not None:
             self.engine = found
         return self.engine_.applied
 
-    async def _restore(self, wal: Wal) -> Engine | None:
+    async def _restore(self, wal: Wal, *, above: int = -1) -> Engine | None:
+        """The engine of the newest snapshot this node may use, with state beyond offset
+        ``above`` (none: None)."""
         if self.store is None:
             return None
         await self.store.setup()
 
         def accept(meta: SnapshotMeta) -> bool:
-            usable = refusal_for(meta, wal) is None
+            usable = meta.offset > above and refusal_for(meta, wal) is None
             return usable and meta.app_versions == _versions(self.apps)
 
         def skipped(snapshot: str, reason: str) -> None:
