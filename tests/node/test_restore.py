@@ -1,7 +1,8 @@
-"""The snapshot restore rule: committed, replayable, the same history."""
+"""The snapshot restore rule: durable here, replayable, the same history."""
 
 from walrep.engine.types import SnapshotMeta
-from walrep.node.restore import log_epoch_before, snapshot_refusal
+from walrep.log.replica_state import ReplicaState
+from walrep.node.restore import log_epoch_before, raised_floor, snapshot_refusal
 
 
 def meta(offset: int, log_epoch: int) -> SnapshotMeta:
@@ -13,20 +14,26 @@ def epochs(offset: int) -> int | None:
     return 1 if offset < 100 else 3
 
 
-def refusal(m: SnapshotMeta, *, floor: int = 500, start: int = 0) -> str | None:
-    return snapshot_refusal(
-        m, log_start=start, durable_end=600, committed_floor=floor, epoch_at=epochs
-    )
+def refusal(m: SnapshotMeta, *, start: int = 0) -> str | None:
+    return snapshot_refusal(m, log_start=start, durable_end=600, epoch_at=epochs)
 
 
-def test_a_snapshot_of_this_history_under_the_floor_is_usable() -> None:
+def test_a_snapshot_of_this_history_held_durably_is_usable() -> None:
     assert refusal(meta(300, 3)) is None
     assert refusal(meta(100, 1)) is None  # the record at 99 is epoch 1
     assert refusal(meta(0, 0)) is None
 
 
-def test_above_the_committed_floor_it_is_refused() -> None:
-    assert "holds 500" in (refusal(meta(501, 3)) or "")
+def test_beyond_the_durable_end_it_is_refused() -> None:
+    assert "holds 600 durably" in (refusal(meta(601, 3)) or "")
+
+
+def test_a_usable_snapshot_above_the_floor_raises_it() -> None:
+    """Same epoch at offset - 1 as its writer: this prefix is the writer's, committed."""
+    assert refusal(meta(550, 3)) is None
+    state = ReplicaState(committed_floor=500, highest_epoch=4)
+    assert raised_floor(meta(550, 3), state) == ReplicaState(550, 4)
+    assert raised_floor(meta(300, 3), state) == state  # never lowered
 
 
 def test_below_the_log_start_it_cannot_be_replayed_from() -> None:

@@ -36,7 +36,7 @@ from walrep.node import effects as fx
 from walrep.node.apply import apply_committed
 from walrep.node.core import NodeCore
 from walrep.node.queue import EffectQueue
-from walrep.node.restore import log_epoch_before, refusal_for
+from walrep.node.restore import log_epoch_before, raised_floor, refusal_for
 from walrep.node.retention import retention_floor
 from walrep.node.role import Role
 from walrep.node.stores import run_store_op
@@ -84,6 +84,7 @@ class Node:
         self.up = True
         self.log = self.disk.log
         self.engine = self._restore_engine()
+        self.loaded: dict[int, Engine] = {}  # cold promotions: loaded, not installed yet
         self.core = NodeCore(
             self.settings,
             self.log,
@@ -111,6 +112,9 @@ class Node:
             meta, state = found
             assert digest_of(state) == meta.digest, "the store verifies what it returns"
             self.sim.count("engine_restored_from_snapshot")
+            raised = raised_floor(meta, log.replica_state)  # as EngineHost.open does
+            if raised != log.replica_state:
+                log.save_replica_state(raised)
             return Engine.restore(APPS, state, digest_interval=DIGEST_INTERVAL)
         if log.log_start > 0 and self.lost_data:
             # A disk fault took the log after the last snapshot it could use (seed 300164):
@@ -289,7 +293,11 @@ class Node:
                     self.sim.on_digest(self, out)
             self.effects.push(core.applied_to(done[0], None, now))
         elif isinstance(effect, fx.RestoreEngine):
-            self._restore_for_promotion()
+            self._restore_for_promotion(effect.epoch)
+        elif isinstance(effect, fx.AdoptEngine):
+            self.engine = self.loaded.pop(effect.epoch)
+            self.loaded.clear()
+            self.sim.count("engine_restored_at_promotion")
         elif isinstance(effect, fx.PersistState):
             log.save_replica_state(effect.state)
         elif isinstance(effect, fx.StoreCall):
@@ -341,25 +349,24 @@ class Node:
         error = self.disk.sync_end()
         self._input(lambda now: self.core.synced(error, now))
 
-    def _restore_for_promotion(self) -> None:
+    def _restore_for_promotion(self, epoch: int) -> None:
         """A cold standby's promotion: the newest usable snapshot, read through the store's
-        link (slow or failing as the database is); the engine is replaced only by a state
-        ahead of it, as ``EngineHost.restore_newer`` does."""
+        link (slow or failing as the database is); loaded only if ahead of the engine,
+        installed only at ``AdoptEngine``, as ``EngineHost.load_newer`` does."""
 
         def execute() -> tuple[SnapshotMeta, bytes] | None:
             return self.sim.snapshots.newest(self.usable_snapshot)
 
         def done(found: tuple[SnapshotMeta, bytes] | None) -> None:
             error: WalrepError | None = None
+            applied: int | None = None
             if found is None:  # none usable, or the call failed: the engine stays
                 error = SnapshotError("no usable snapshot answered")
-            else:
-                meta, state = found
-                if meta.offset > self.engine.applied:
-                    self.engine = Engine.restore(APPS, state, digest_interval=DIGEST_INTERVAL)
-                    self.sim.count("engine_restored_at_promotion")
-            applied = self.engine.applied
-            self._input(lambda now: self.core.engine_restored(applied, error, now))
+            elif found[0].offset > self.engine.applied:
+                engine = Engine.restore(APPS, found[1], digest_interval=DIGEST_INTERVAL)
+                self.loaded[epoch] = engine
+                applied = engine.applied
+            self._input(lambda now: self.core.engine_restored(epoch, applied, error, now))
 
         self.sim.store_link.call(self.name, execute, self.guard(done), RESTORE_TIMEOUT_MS)
 

@@ -125,7 +125,16 @@ def test_the_same_seed_gives_the_same_trace() -> None:
 # 300164: a bit flip cut a node's log back to its start (retention had deleted below a
 # snapshot its damaged log no longer reaches): it cannot rebuild its engine and fences,
 # which the simulator accepts only after a disk fault.
-REGRESSION_SEEDS = [2234, 9169, 400, 1564, 1023, 3338, 2396, 101482, 200368, 300164]
+# 720939 (cold standby): a promotion waited 4 s for the snapshot load of the promotion
+# before it, abandoned when the lease was lost, and nothing was acknowledged in the quiet
+# tail: a load is now tied to its promotion's epoch and only installed on AdoptEngine.
+# 721336 (cold standby): a restarted node's persisted committed floor (607) was below
+# every snapshot left (the one at 585 was trimmed): it could not rebuild its engine. A
+# snapshot whose epoch at offset - 1 matches the node's log is the writer's committed
+# prefix: usable once durable here, and it raises the floor (walrep.node.restore).
+REGRESSION_SEEDS = [
+    2234, 9169, 400, 1564, 1023, 3338, 2396, 101482, 200368, 300164, 720939, 721336
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS)

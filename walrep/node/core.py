@@ -25,6 +25,7 @@ from walrep.node.active import ActiveTerm
 from walrep.node.context import LogState
 from walrep.node.effects import (
     Acquire,
+    AdoptEngine,
     Apply,
     Close,
     Effect,
@@ -102,7 +103,7 @@ class NodeCore:
         # The engine: offsets [0, applied) applied; one Apply in flight at a time.
         self.applied = applied
         self._apply_in_flight = False
-        self._restoring: int | None = None  # the epoch of the RestoreEngine in flight
+        self._restoring: int | None = None  # the epoch of the RestoreEngine awaited
 
     # --- what executors and operators read ---------------------------------------------
 
@@ -340,25 +341,29 @@ class NodeCore:
 
     def engine_restored_for(self, epoch: int) -> bool:
         """Promotion under ``epoch``: True once a cold standby's engine holds the newest
-        snapshot (asks for it once, when no Apply is in flight); at once otherwise."""
+        snapshot (asked for once per promotion, when no Apply is in flight); at once
+        otherwise. The load of an abandoned promotion is not waited for."""
         promotion = self.promotion
         if self.applied is None or not self.settings.cold_standby or promotion is None:
             return True
         if promotion.restored:
             return True
-        if self._restoring is None and not self._apply_in_flight:
+        if self._restoring != epoch and not self._apply_in_flight:
             self._restoring = epoch
             self._out.append(RestoreEngine(epoch))
         return False
 
     def engine_restored(
-        self, applied: int | None, error: WalrepError | None, now_ms: int
+        self, epoch: int, applied: int | None, error: WalrepError | None, now_ms: int
     ) -> list[Effect]:
-        """``RestoreEngine`` finished: the engine's position now (never below the one
-        before), or the error that kept the engine as it was: the log after it is replayed
-        either way (a log that lacks it fences the node at that Apply)."""
+        """``RestoreEngine(epoch)`` finished: the loaded engine's position (None: none
+        ahead of the engine in use), or the error that kept the engine as it was; the log
+        after it is replayed either way (a log that lacks it fences the node at that
+        Apply). The load of a promotion abandoned meanwhile is ignored."""
         self._at(now_ms)
-        epoch, self._restoring = self._restoring, None
+        if epoch != self._restoring:
+            return self._take()
+        self._restoring = None
         if error is not None:
             self._out.append(
                 Notice(
@@ -367,9 +372,12 @@ class NodeCore:
                     f"from offset {self.applied}",
                 )
             )
-        elif applied is not None:
-            assert self.applied is not None and applied >= self.applied, (applied, self.applied)
+        elif applied is not None and self.applied is not None and applied > self.applied:
             self.applied = applied
+            # Its prefix is the snapshot writer's, committed (walrep.node.restore): known
+            # from now on, and persisted like any committed offset.
+            self.known_committed = max(self.known_committed, applied)
+            self._out.append(AdoptEngine(epoch))
         if self.promotion is not None and self.promotion.epoch == epoch:
             self.promotion.restored = True
         self._advance_promotion()

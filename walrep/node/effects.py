@@ -122,10 +122,19 @@ class Apply:
 
 @dataclass(frozen=True, slots=True)
 class RestoreEngine:
-    """A cold standby's promotion: load the newest snapshot this node may restore into
-    the engine if it is ahead of the engine's position (else keep the engine), and
-    report ``engine_restored(applied)``; the core then replays the log after it. No
-    ``Apply`` is in flight meanwhile."""
+    """A cold standby's promotion under ``epoch``: load (do not install) an engine from
+    the newest snapshot this node may restore, if it is ahead of the engine's position,
+    and report ``engine_restored(epoch, its applied offset or None)``. The engine in use
+    stays until ``AdoptEngine(epoch)``: the report of a promotion that was abandoned
+    meanwhile is ignored, and its engine never installed."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptEngine:
+    """Install the engine ``RestoreEngine(epoch)`` loaded (the core has moved its applied
+    offset to that engine's); drop any other loaded one. Before the next ``Apply``."""
 
     epoch: int
 
@@ -263,6 +272,7 @@ Effect = (
     | Sync
     | Apply
     | RestoreEngine
+    | AdoptEngine
     | Truncate
     | PersistState
     | StoreCall

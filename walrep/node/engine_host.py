@@ -50,7 +50,7 @@ from walrep.engine.snapshots.store import SnapshotStore, load_newest_valid, save
 from walrep.engine.types import AggRow, SnapshotMeta
 from walrep.errors import EngineError, NondeterminismError, WalrepError
 from walrep.log.wal import Wal
-from walrep.node.restore import log_epoch_before, refusal_for
+from walrep.node.restore import log_epoch_before, raised_floor, refusal_for
 from walrep.node.retention import retention_floor
 from walrep.node.role import Role
 
@@ -89,6 +89,8 @@ class EngineHost:
         self.engine: Engine | None = None
         self.metrics: Counter[str] = Counter()
         self.last_snapshot: SnapshotMeta | None = None
+        # A cold standby's promotion: engines loaded, not installed yet (by epoch).
+        self._loaded: dict[int, tuple[Engine, SnapshotMeta]] = {}
         self.last_capture_pause_ms = 0.0
         self._digests_path: Path | None = None
         self._last_digest_offset = -1
@@ -112,7 +114,14 @@ class EngineHost:
         """Restore the engine: the newest snapshot this node may use, else from 0."""
         self._digests_path = data_dir / DIGESTS_FILE
         self._last_digest_offset = _last_recorded_offset(self._digests_path)
-        engine = await self._restore(wal)
+        found = await self._restore(wal)
+        if found is not None:
+            self._restored(found[1])
+            # Restoring it proves its prefix committed here: persisted before the core starts.
+            raised = raised_floor(found[1], wal.replica_state)
+            if raised != wal.replica_state:
+                wal.save_replica_state(raised)
+        engine = found[0] if found is not None else None
         if engine is None:
             if wal.log_start > 0:
                 raise EngineError(
@@ -123,17 +132,32 @@ class EngineHost:
         self.engine = engine
         return engine
 
-    async def restore_newer(self, wal: Wal) -> int:
-        """A cold standby's promotion: the newest snapshot this node may restore, if it is
-        ahead of the engine (else the engine stays); the engine's position after."""
+    async def load_newer(self, wal: Wal, epoch: int) -> int | None:
+        """A cold standby's promotion under ``epoch``: an engine from the newest snapshot
+        this node may restore that is ahead of the engine in use, kept until
+        ``adopt(epoch)``; its applied offset (None: no such snapshot)."""
         found = await self._restore(wal, above=self.engine_.applied)
-        if found is not None:
-            self.engine = found
-        return self.engine_.applied
+        if found is None:
+            return None
+        self._loaded[epoch] = found
+        return found[0].applied
 
-    async def _restore(self, wal: Wal, *, above: int = -1) -> Engine | None:
+    def adopt(self, epoch: int) -> None:
+        """Install the engine loaded for ``epoch``; forget every other loaded one."""
+        engine, meta = self._loaded.pop(epoch)
+        self._loaded.clear()
+        self.engine = engine
+        self._restored(meta)
+
+    def _restored(self, meta: SnapshotMeta) -> None:
+        log.info(
+            "engine restored from the snapshot at offset %d (epoch %d)", meta.offset, meta.epoch
+        )
+        self.last_snapshot = meta
+
+    async def _restore(self, wal: Wal, *, above: int = -1) -> tuple[Engine, SnapshotMeta] | None:
         """The engine of the newest snapshot this node may use, with state beyond offset
-        ``above`` (none: None)."""
+        ``above``, and that snapshot (none: None)."""
         if self.store is None:
             return None
         await self.store.setup()
@@ -150,11 +174,7 @@ class EngineHost:
         if found is None:
             return None
         meta, state, _ = found
-        log.info(
-            "engine restored from the snapshot at offset %d (epoch %d)", meta.offset, meta.epoch
-        )
-        self.last_snapshot = meta
-        return Engine.restore(self.apps, state, digest_interval=self.digest_interval)
+        return Engine.restore(self.apps, state, digest_interval=self.digest_interval), meta
 
     # --- what Apply produced ------------------------------------------------------------
 

@@ -1,15 +1,18 @@
 """Which snapshot a node may restore its engine from (pure): the rule, stated once.
 
 A snapshot holds the state after the records ``[0, offset)`` of the history its writer
-had. A node may start its engine from it only if
+had, all of them committed there (an active applies, and so snapshots, only committed
+offsets). A node may start its engine from it only if
 
-* it holds that prefix as committed: ``offset <= min(committed floor, durable end)`` (the
-  engine never runs ahead of what the node knows committed);
+* it holds that prefix durably: ``offset <= durable end``;
 * it can replay what follows: ``offset >= log_start``;
 * its own log is the same history there: the record at ``offset - 1`` has the epoch the
   writer's had (``SnapshotMeta.log_epoch``). Same offset and same epoch mean the same
-  prefix (the log matching property); a snapshot of a history that a forced takeover
-  wrote off fails this check.
+  prefix (the log matching property: one writer per epoch), so this node's ``[0,
+  offset)`` is the writer's committed prefix: the node knows it committed from then on
+  (``raised_floor``), even when its persisted committed floor was lower (a restart
+  before the floor was persisted; seed 721336: the only snapshots left were above it).
+  A snapshot of a history that a forced takeover wrote off fails the epoch check.
 
 ``snapshot_refusal`` says why not (None: usable). The process (``walrep.node``) and the
 simulator both choose with it.
@@ -44,9 +47,14 @@ def refusal_for(meta: SnapshotMeta, log: RestoringLog) -> str | None:
         meta,
         log_start=log.log_start,
         durable_end=log.durable_end,
-        committed_floor=log.replica_state.committed_floor,
         epoch_at=log.epochs.epoch_at,
     )
+
+
+def raised_floor(meta: SnapshotMeta, state: ReplicaState) -> ReplicaState:
+    """The replica state once the node restores ``meta`` (usable by the rule): its
+    committed floor at least the snapshot's offset (that prefix is committed)."""
+    return state.merged(ReplicaState(committed_floor=meta.offset))
 
 
 def snapshot_refusal(
@@ -54,13 +62,11 @@ def snapshot_refusal(
     *,
     log_start: int,
     durable_end: int,
-    committed_floor: int,
     epoch_at: Callable[[int], int | None],
 ) -> str | None:
     """Why this node may not restore ``meta``'s snapshot; None if it may."""
-    holds = min(committed_floor, durable_end)
-    if meta.offset > holds:
-        return f"covers offsets up to {meta.offset}, this node holds {holds} as committed"
+    if meta.offset > durable_end:
+        return f"covers offsets up to {meta.offset}, this node holds {durable_end} durably"
     if meta.offset < log_start:
         return f"ends at {meta.offset}, before this log's start {log_start}"
     if meta.offset > 0:

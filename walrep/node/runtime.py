@@ -436,7 +436,11 @@ class Node:
             # before it asks for the next chunk).
             asyncio.get_running_loop().call_soon(self._report_applied, core, applied, error)
         elif isinstance(effect, fx.RestoreEngine):
-            self._spawn(self._restore_engine(core), "engine restore")
+            self._spawn(self._restore_engine(core, effect.epoch), "engine restore")
+        elif isinstance(effect, fx.AdoptEngine):
+            host = self.engine_host
+            assert host is not None, "AdoptEngine without an engine"
+            host.adopt(effect.epoch)
         elif isinstance(effect, fx.Truncate):
             refused: WalrepError | None = None
             try:
@@ -500,17 +504,17 @@ class Node:
             outcome = e
         self._input(lambda now: self.core_.appended_frames(effect.token, outcome, now))
 
-    async def _restore_engine(self, core: NodeCore) -> None:
+    async def _restore_engine(self, core: NodeCore, epoch: int) -> None:
         host = self.engine_host
         assert host is not None, "RestoreEngine without an engine"
         applied: int | None = None
         error: WalrepError | None = None
         try:
-            applied = await host.restore_newer(self.log)
+            applied = await host.load_newer(self.log, epoch)
         except WalrepError as e:
             error = e
         if self.core is core:
-            self._input(lambda now: core.engine_restored(applied, error, now))
+            self._input(lambda now: core.engine_restored(epoch, applied, error, now))
 
     async def _sync(self) -> None:
         error: WalrepError | None = None
