@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from tests.replica.tcp_proxy import TcpProxy
 from tests.services import TABLE_PREFIX, require_service
 from walrep.db import create_engine, normalize_url
-from walrep.errors import CoordinationError
+from walrep.errors import CoordinationError, NotActiveError
 from walrep.log.frame import Event
 from walrep.node.role import Role
 from walrep.node.runtime import Node
@@ -104,13 +104,12 @@ async def test_database_outage_fences_the_active_and_promotes_no_one(
         )
         return Node(settings, tmp_path / name, store_at(backend, p.port), own_store=True)
 
-    a, b = node("a"), node("b")
+    first, second = node("a"), node("b")
     try:
-        await a.start()
-        await a.wait_until(lambda n: n.role is Role.ACTIVE, 10)
-        await b.start()
-        await a.wait_until(lambda n: _standby_in_sync(n), 10)
-        await a.append([Event("s", {"i": 1})])
+        await first.start()
+        await first.wait_until(lambda n: n.role is Role.ACTIVE, 10)
+        await second.start()
+        a, b = await _settled_pair(first, second)
 
         cut = time.monotonic()
         if outage == "hang":
@@ -131,8 +130,24 @@ async def test_database_outage_fences_the_active_and_promotes_no_one(
         assert max(a.epoch, b.epoch) >= 2
     finally:
         await p.restore()
-        for n in (a, b):
+        for n in (first, second):
             await n.stop()
+
+
+async def _settled_pair(x: Node, y: Node) -> tuple[Node, Node]:
+    """``(active, passive)`` once an event is committed with the standby in sync. On a
+    loaded machine the lease may move before the outage starts (its validity here is a
+    few hundred ms): then the pair settles again, and the test runs on that one."""
+    for _ in range(5):
+        await x.wait_until(lambda n: Role.ACTIVE in (x.role, y.role), 10)
+        active, passive = (x, y) if x.role is Role.ACTIVE else (y, x)
+        try:
+            await active.wait_until(_standby_in_sync, 10)
+            await active.append([Event("s", {"i": 1})])
+            return active, passive
+        except (NotActiveError, TimeoutError):
+            continue
+    raise AssertionError("the pair never settled: an active with its standby in sync")
 
 
 def _standby_in_sync(node: Node) -> bool:
