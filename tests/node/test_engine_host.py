@@ -10,7 +10,6 @@ import orjson
 import sqlalchemy as sa
 from aiohttp import web
 
-from tests.node.test_lease_nodes import TIMING
 from tests.services import sql_store
 from walrep.db import create_engine, normalize_url
 from walrep.engine.app import App, count, sum_
@@ -51,7 +50,7 @@ def orders(start: int, n: int) -> list[Event]:
 
 
 def node(tmp_path: Path, name: str, *, interval_s: float = 0.2) -> Node:
-    s = NodeSettings(group="group-1", node_id=name, secret=b"s", lease=TIMING, call_timeout_ms=200)
+    s = NodeSettings(group="group-1", node_id=name, secret=b"s")  # production lease timings
     url = normalize_url(f"sqlite:///{tmp_path / 'cluster.db'}")
     host = EngineHost(
         [shop_app()],
@@ -71,7 +70,7 @@ def outputs_app() -> App:
 
 def webhook_node(tmp_path: Path, name: str, url: str) -> Node:
     """A node whose one sink POSTs the app's outputs to ``url`` (no snapshots)."""
-    s = NodeSettings(group="group-1", node_id=name, secret=b"s", lease=TIMING, call_timeout_ms=200)
+    s = NodeSettings(group="group-1", node_id=name, secret=b"s")  # production lease timings
     sink = WebhookSink(
         url, attempts_max=1000, backoff_initial_ms=20, backoff_max_ms=50, close_timeout_ms=300
     )
@@ -81,7 +80,7 @@ def webhook_node(tmp_path: Path, name: str, url: str) -> Node:
 
 def bare_node(tmp_path: Path, name: str) -> Node:
     """A node whose engine keeps no snapshots: a restart replays from offset 0."""
-    s = NodeSettings(group="group-1", node_id=name, secret=b"s", lease=TIMING, call_timeout_ms=200)
+    s = NodeSettings(group="group-1", node_id=name, secret=b"s")  # production lease timings
     host = EngineHost([shop_app()], digest_interval=100)
     return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True, engine=host)
 
