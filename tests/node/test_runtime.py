@@ -10,6 +10,7 @@ from walrep.log.frame import Event
 from walrep.node.role import Role
 from walrep.node.runtime import Node
 from walrep.node.settings import NodeSettings
+from walrep.replica.lease import LeaseTiming
 from walrep.replica.shipper import ShipperConfig
 from walrep.replica.store import MemoryStore
 
@@ -22,10 +23,15 @@ async def test_a_catch_up_of_thousands_of_frames_does_not_recurse(tmp_path: Path
     recursed (run -> read -> run) and hit Python's recursion limit."""
     store = MemoryStore(lambda: time.time_ns() // 1_000_000)
     shipper = ShipperConfig(window_batches=4096, window_bytes=64 * 1024 * 1024, read_bytes_max=1)
+    # A long lease: 4,096 appends at once keep a loaded machine's loop busy for a while,
+    # and this test is about the effect queue, not the lease.
+    lease = LeaseTiming(heartbeat_interval_ms=250, lease_ttl_ms=10_000, safety_margin_ms=250)
     a = Node(
-        NodeSettings(group="g", node_id="a", secret=b"s", shipper=shipper), tmp_path / "a", store
+        NodeSettings(group="g", node_id="a", secret=b"s", shipper=shipper, lease=lease),
+        tmp_path / "a",
+        store,
     )
-    b = Node(NodeSettings(group="g", node_id="b", secret=b"s"), tmp_path / "b", store)
+    b = Node(NodeSettings(group="g", node_id="b", secret=b"s", lease=lease), tmp_path / "b", store)
     try:
         await a.start()
         await a.wait_until(lambda n: n.role is Role.ACTIVE, 10)

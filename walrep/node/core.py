@@ -274,7 +274,12 @@ class NodeCore:
         if self.role is Role.ACTIVE and term is not None and self.holds_lease():
             term.submit(request, events)
         else:
-            error = NotActiveError(f"node {self.settings.node_id} is {self.role.value}")
+            why = (
+                "its lease's validity has ended (it is fencing itself)"
+                if self.role is Role.ACTIVE
+                else f"it is {self.role.value}"
+            )
+            error = NotActiveError(f"node {self.settings.node_id} is not the active: {why}")
             self._out.append(Failed(request, error))
         return self._take()
 
