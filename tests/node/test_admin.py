@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.node.test_engine_host import host, orders
 from tests.node.test_engine_host import node as engine_node
-from tests.node.test_lease_nodes import in_sync, node
+from tests.node.test_lease_nodes import in_sync
+from tests.node.test_lease_nodes import node as lease_node
 from walrep.db import create_engine, normalize_url
 from walrep.demo.procs import free_port
 from walrep.log.frame import Event
@@ -23,9 +24,17 @@ from walrep.node.admin import URL_KEYS, admin_app, standby_problem
 from walrep.node.role import PROMOTION_STEPS, Role
 from walrep.node.runtime import Node
 from walrep.node.settings import NodeSettings
+from walrep.replica.lease import LeaseTiming
 from walrep.replica.sql_store import SqlStore
 
 WAIT_S = 10
+
+
+def node(tmp_path: Path, name: str) -> Node:
+    """A node on SQLite in ``tmp_path`` with the production lease timings: these tests
+    read the admin API; the 225 ms validity of the lease tests' timings is shorter than
+    the pauses of a loaded test process (seen: a CI run lost the lease mid-test)."""
+    return lease_node(tmp_path, name, lease=LeaseTiming(), call_timeout_ms=750)
 
 
 class Admin:

@@ -22,14 +22,10 @@ TIMING = LeaseTiming(
 
 
 def node(tmp_path: Path, name: str, **settings: object) -> Node:
-    s = NodeSettings(
-        group="group-1",
-        node_id=name,
-        secret=b"s",
-        lease=TIMING,
-        call_timeout_ms=200,
-        **settings,  # type: ignore[arg-type]
-    )
+    """A node on SQLite in ``tmp_path``: the short lease timings ``TIMING`` unless
+    ``settings`` say otherwise."""
+    values: dict[str, object] = {"lease": TIMING, "call_timeout_ms": 200} | settings
+    s = NodeSettings(group="group-1", node_id=name, secret=b"s", **values)  # type: ignore[arg-type]
     return Node(s, tmp_path / name, sql_store("sqlite", tmp_path), own_store=True)
 
 
