@@ -9,6 +9,7 @@ its errors and their handling are the default's.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import Histogram
 from prometheus_client.registry import CollectorRegistry
@@ -28,15 +29,14 @@ class TimedFileOps(FileOps):
         )
 
     def fdatasync(self, fd: int) -> None:
-        started = time.perf_counter()
-        try:
-            super().fdatasync(fd)
-        finally:
-            self.seconds.observe(time.perf_counter() - started)
+        self._timed(super().fdatasync, fd)
 
     def fsync(self, fd: int) -> None:
+        self._timed(super().fsync, fd)
+
+    def _timed(self, force: Callable[[int], None], fd: int) -> None:
         started = time.perf_counter()
         try:
-            super().fsync(fd)
+            force(fd)
         finally:
             self.seconds.observe(time.perf_counter() - started)
