@@ -14,6 +14,7 @@ from walrep.cli.failover_demo import demo
 from walrep.cli.log_cmd import log_group
 from walrep.cli.node_cmd import node_group
 from walrep.cli.publish_cmd import publish
+from walrep.cli.replay_cmd import replay_group
 
 
 @click.group()
@@ -34,6 +35,7 @@ log_group.add_command(log_demo)
 cli.add_command(log_group)
 cli.add_command(node_group)
 cli.add_command(publish)
+cli.add_command(replay_group)
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ def write_config(
     snapshot_interval_s: int = 5,
     datasource_url: str | None = None,
     group_id: str = "demo",
+    digest_interval: int = 1_000_000,
     extra: str = "",
 ) -> Path:
     """A node's YAML in ``root``: every port free (0) unless given, one SQLite file (or
@@ -79,7 +80,8 @@ def write_config(
             ingest: {{http_port: {ingest_port}, tcp_port: 0}}
             query: {{port: 0}}
             engine: {{apps_dir: "{apps_dir}"}}
-            state_persistence: {{interval_s: {snapshot_interval_s}}}
+            state_persistence: {{interval_s: {snapshot_interval_s},
+                                digest_interval: {digest_interval}}}
             datasources: [{{name: WALREP_DB, url: "{url}"}}]
             """
         )

@@ -142,6 +142,11 @@ class AggregationState:
             out += [self._row(duration, start, key, rows[key]) for key in sorted(rows)]
         return out
 
+    def row_count(self, duration: Duration) -> int:
+        """How many rows the ``duration`` buckets hold (without building them)."""
+        self.flush()
+        return sum(len(b.rows) for b in self.levels[self.durations.index(duration)].values())
+
     def changed_rows(self) -> list[AggRow]:
         """Rows written since the previous call (still retained), sorted by duration,
         bucket start and key; empties the change set."""

@@ -239,6 +239,20 @@ class Engine:
         )
         return rows
 
+    def all_rows(self) -> list[AggRow]:
+        """Every aggregation row held now (absolute values), by aggregation name, duration
+        (finest first), bucket start and key: what a sink that lags gets in full."""
+        rows: list[AggRow] = []
+        for schema in self.schemas():
+            agg = self.aggregation(schema.name)
+            for duration in schema.durations:
+                rows += agg.rows(duration, -(2**62), 2**62)
+        return rows
+
+    def all_table_rows(self) -> list[TableRow]:
+        """Every table row held now, by table name and key."""
+        return [TableRow(t.name, k, v) for rt in self._apps for t in rt.tables for k, v in t.rows()]
+
     def changed_table_rows(self) -> list[TableRow]:
         """Table rows written since the previous call, sorted by table name and key."""
         out = [

@@ -90,6 +90,10 @@ class TableState:
             self.plan.merge_into(out.rows, as_rows(deltas))
         return out
 
+    def row_count(self) -> int:
+        self.flush()
+        return len(self.bucket.rows)
+
     def rows(self) -> list[tuple[tuple[Value, ...], tuple[Value, ...]]]:
         """``(key, values)`` of every row, sorted by key."""
         self.flush()

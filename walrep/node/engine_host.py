@@ -47,7 +47,7 @@ from walrep.engine.canonical import FORMAT_VERSION, digest_of
 from walrep.engine.core import DigestPoint, Engine, EngineOutput
 from walrep.engine.sinks.base import Output, Sink, SinkBatch
 from walrep.engine.snapshots.store import SnapshotStore, load_newest_valid, save_then_trim
-from walrep.engine.types import AggRow, SnapshotMeta
+from walrep.engine.types import SnapshotMeta
 from walrep.errors import EngineError, NondeterminismError, WalrepError
 from walrep.log.wal import Wal
 from walrep.node.restore import log_epoch_before, raised_floor, refusal_for
@@ -361,7 +361,7 @@ class EngineHost:
         engine.set_tracking(True)
         to_offset = engine.applied
         lagging = [(s, a) for s, a in zip(self.sinks, applied, strict=True) if a < to_offset]
-        rows = _all_rows(engine) if lagging else []
+        rows = engine.all_rows() if lagging else []
         batches = [
             (sink, SinkBatch(epoch, to_offset, rows, self._outputs_for(sink, a, to_offset)))
             for sink, a in lagging
@@ -430,15 +430,6 @@ def _holds(node: Node, epoch: int) -> bool:
     """Sink outputs, like acks, only under a valid lease of this term."""
     core = node.core
     return core is not None and _still_active(node, epoch) and core.holds_lease_at(node.now_ms())
-
-
-def _all_rows(engine: Engine) -> list[AggRow]:
-    rows: list[AggRow] = []
-    for schema in engine.schemas():
-        agg = engine.aggregation(schema.name)
-        for duration in schema.durations:
-            rows += agg.rows(duration, -(2**62), 2**62)
-    return rows
 
 
 def _last_recorded_offset(path: Path) -> int:

@@ -561,13 +561,18 @@ def _extreme(get: Callable[[AggRow], Value], pick: Callable[..., Any]) -> Fn:
     return extreme
 
 
-def _comparison(op: str, left: Fn, right: Fn) -> Fn:
-    compare = _COMPARE[op]
+def compare_values(op: str, a: Value, b: Value) -> bool:
+    """``a <op> b`` as a Store Query compares: with a null, only ``==`` (true when both
+    are null) and ``!=`` (true unless both are) hold; else the operator's answer. The
+    kinds were checked before (``family_of``): the replay tool's ``--where`` checks them
+    per event."""
+    if a is None or b is None:
+        return (a is b) if op == "==" else (a is not b) if op == "!=" else False
+    return bool(_COMPARE[op](a, b))
 
+
+def _comparison(op: str, left: Fn, right: Fn) -> Fn:
     def test(env: Env) -> Value:
-        a, b = left(env), right(env)
-        if a is None or b is None:
-            return (a is b) if op == "==" else (a is not b) if op == "!=" else False
-        return bool(compare(a, b))
+        return compare_values(op, left(env), right(env))
 
     return test

@@ -53,7 +53,17 @@ def newest_first_key(epoch: int, offset: int, sequence: int) -> tuple[int, int, 
     return epoch, offset, sequence
 
 
-class SnapshotStore(Protocol):
+class SnapshotReader(Protocol):
+    """The read side of a store: what recovery and the replay tool use (never a write)."""
+
+    async def list(self) -> list[SnapshotInfo]:
+        """Every stored snapshot, newest first (see the module docstring)."""
+
+    async def load(self, snapshot_id: SnapshotId) -> tuple[SnapshotMeta, bytes]:
+        """``(meta, state)``, verified (CRC, chunks, digest, index against the meta)."""
+
+
+class SnapshotStore(SnapshotReader, Protocol):
     """A fenced, all-or-nothing home for snapshots (DB tables or a directory)."""
 
     async def setup(self) -> None:
@@ -66,12 +76,6 @@ class SnapshotStore(Protocol):
         the snapshot made visible (header row / rename) in one atomic step; a refused
         save writes nothing.
         """
-
-    async def list(self) -> list[SnapshotInfo]:
-        """Every stored snapshot, newest first (see the module docstring)."""
-
-    async def load(self, snapshot_id: SnapshotId) -> tuple[SnapshotMeta, bytes]:
-        """``(meta, state)``, verified (CRC, chunks, digest, index against the meta)."""
 
     async def trim(self, keep: int) -> int:
         """Delete all but the ``keep`` newest snapshots; the number deleted.
@@ -108,7 +112,7 @@ _UNUSABLE = (SnapshotCorruptError, SnapshotNotFoundError, SnapshotTooLargeError)
 
 
 async def load_newest_valid(
-    store: SnapshotStore,
+    store: SnapshotReader,
     accept: Callable[[SnapshotMeta], bool],
     *,
     on_skip: Callable[[SnapshotId, str], None] | None = None,
