@@ -1,22 +1,25 @@
-"""Replay rate of the API-M app over a log of 1M events, beside its two references.
+"""Replay rate of the API-M app over a log of 1M events, beside its references.
 
 Measured in one run, on one log written by ``Wal`` (frames of 1,000 events, lz4 as the
-node writes them, fsync on):
+node writes them, fsync on), each case ``--repeat`` times in turn (medians, with min and
+max), every case with the cyclic collector paused as a replay pauses it:
 
-* ``decode``: orjson decode of the same events (their JSON bytes, one ``orjson.loads``
-  per frame's worth): the floor of reading anything;
-* ``apply``: the engine's in-memory apply rate (records already decoded, in memory,
-  batches of 4,096, the same engine settings and collector pause as a replay): the
-  ceiling of a replay; also with the collector on, as the node applies;
-* ``replay``: ``walrep replay state``'s run to the end (read the segments, check every
-  CRC, decompress, decode, apply) with the progress display on (drawn to a terminal
-  console that writes to /dev/null); ``state`` is that plus opening the inputs and the
-  final digest (which ``apply`` pays too, timed apart as ``digest``);
-* ``verify``: ``walrep replay verify`` over the same log with the node's digest chain at
-  the default interval (an entry at 1,000,000) and no snapshots.
+* ``decode``: ``orjson.loads`` of the same events' JSON, a frame's worth per call;
+* ``apply``: the engine's in-memory apply rate: the log is read 100,000 records at a
+  time *outside* the timing, and only ``Engine.apply`` of them (batches of 4,096, the
+  same engine settings as a replay) is timed: the ceiling of a replay (holding all 1M
+  records in memory at once would slow it by itself);
+* ``read``: ``LogSource`` alone to the end (segments, CRC, lz4, decode, records): with
+  ``apply``, the bound of a replay that reads and applies on one core,
+  ``1 / (1/apply + 1/read)``;
+* ``replay``: ``walrep replay state``'s run to the end, the progress display on (drawn
+  to a terminal console that writes to /dev/null);
+* ``state`` and ``verify``: the two commands' whole work: opening the inputs, the run,
+  and the digest at the end (``verify``: the chain's entry at 1,000,000, the default
+  interval; no snapshots).
 
 Targets (issue 10): ``replay`` at least 90% of ``apply``'s rate; ``verify`` within 2x the
-time of ``state``. ``python benchmarks/replay.py [--events N] [--save]``.
+time of ``state``. ``python benchmarks/replay.py [--events N] [--repeat R] [--save]``.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,127 +52,154 @@ from walrep.replay.verify import verify
 
 FRAME = 1000
 BATCH = 4096
+CHUNK = 100_000  # records decoded at a time for the in-memory apply reference
+APPS = REPO / "conf" / "apps"
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def write_log(path: Path, n: int) -> list[bytes]:
-    """The log, and each frame's events as JSON bytes (the decode reference's input)."""
+def write_log(path: Path, n: int) -> int:
     wal = Wal.open(path)
     gen = ApimGenerator(1, rate_per_s=10_000.0)
-    raws = []
     for i in range(0, n, FRAME):
-        events = gen.log_events(min(FRAME, n - i))
-        raws.append(orjson.dumps(events))
-        wal.append_sync(events, epoch=1, ingest_time_ms=1_767_225_600_000 + i // 10)
+        wal.append_sync(gen.log_events(min(FRAME, n - i)), epoch=1,
+                        ingest_time_ms=1_767_225_600_000 + i // 10)  # fmt: skip
     wal.close()
-    return raws
+    return sum(p.stat().st_size for p in path.iterdir())
 
 
-def timed(fn: Any) -> tuple[float, Any]:
+def clock(fn: Callable[[], Any]) -> tuple[float, Any]:
     gc.collect()
     started = time.perf_counter()
-    out = fn()
+    with paused_gc():
+        out = fn()
     return time.perf_counter() - started, out
+
+
+class Cases:
+    def __init__(self, data: Path, n: int) -> None:
+        self.data, self.n = data, n
+        self.apps = load_apps(APPS)
+        self.sink = Console(file=open(os.devnull, "w"), force_terminal=True, width=120)  # noqa: SIM115
+        self.digest = ""
+
+    def decode(self) -> float:
+        raws = [orjson.dumps(b) for b in open_inputs(self.data, apps_path=APPS).source.batches(
+            0, min(self.n, CHUNK), max_records=FRAME)]  # fmt: skip
+        seconds, _ = clock(lambda: [orjson.loads(r) for r in raws])
+        return seconds * self.n / min(self.n, CHUNK)
+
+    def apply(self) -> float:
+        source = open_inputs(self.data, apps_path=APPS).source
+        engine = Engine(self.apps, digest_interval=NO_DIGEST_POINTS)
+        total = 0.0
+        for start in range(0, self.n, CHUNK):
+            records = [r for b in source.batches(start, min(start + CHUNK, self.n)) for r in b]
+
+            def run(records: list[Any] = records) -> None:
+                for i in range(0, len(records), BATCH):
+                    engine.apply(records[i : i + BATCH])
+
+            seconds, _ = clock(run)
+            total += seconds
+        if not self.digest:
+            self.digest = engine.digest()
+        return total
+
+    def read(self) -> float:
+        source = open_inputs(self.data, apps_path=APPS).source
+        seconds, count = clock(lambda: sum(len(b) for b in source.batches(0, self.n)))
+        assert count == self.n
+        return seconds
+
+    def replay(self) -> float:
+        inputs = open_inputs(self.data, apps_path=APPS)
+        engine, _ = start_engine(inputs, target=self.n)
+        with display("replay", 0, self.n, True, self.sink) as bar:
+            seconds, _ = clock(lambda: Replayer(inputs.source).run(engine, progress=bar))
+        assert engine.applied == self.n
+        return seconds
+
+    def state(self) -> float:
+        def run() -> str:
+            inputs = open_inputs(self.data, apps_path=APPS)
+            engine, _ = start_engine(inputs, target=self.n)
+            with display("state", 0, self.n, True, self.sink) as bar:
+                Replayer(inputs.source).run(engine, to_offset=self.n, progress=bar)
+            return engine.digest()
+
+        seconds, digest = clock(run)
+        assert digest == self.digest, (digest, self.digest)
+        return seconds
+
+    def verify(self) -> float:
+        def run() -> Any:
+            inputs = open_inputs(self.data, apps_path=APPS)
+            with display("verify", 0, self.n, True, self.sink) as bar:
+                return verify(inputs, Replayer(inputs.source, threading.Event()), progress=bar)
+
+        seconds, report = clock(run)
+        assert report.ok and report.checked == 1, report
+        return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
     n = args.events
-    apps = load_apps(REPO / "conf" / "apps")
+    names = ["decode", "apply", "read", "replay", "state", "verify"]
     with tempfile.TemporaryDirectory(prefix="walrep-bench-replay-", dir="/var/tmp") as tmp:
         data = Path(tmp) / "data"
         info = machine_info(data.parent, ["walrep/replay", "walrep/engine", "walrep/log"])
-        raws = write_log(data, n)
-        wal = Wal.open(data)
-        records = list(wal.read())
-        wal.close()
-        log_bytes = sum(p.stat().st_size for p in data.iterdir())
-
-        gc.freeze()  # the references' inputs stay in memory: the collector skips them
-        decode_s, _ = timed(lambda: [orjson.loads(r) for r in raws])
-
-        def apply() -> Engine:
-            engine = Engine(apps, digest_interval=NO_DIGEST_POINTS)
-            for i in range(0, n, BATCH):
-                engine.apply(records[i : i + BATCH])
-            engine.flush()
-            return engine
-
-        apply_gc_s, engine = timed(apply)  # as the node applies: the collector on
-        del engine
-        with paused_gc():  # as a replay applies (``walrep.replay.runner``)
-            apply_s, engine = timed(apply)
-        digest_s, digest = timed(engine.digest)
-        del engine
-        gc.unfreeze()
-        records.clear()
-        raws.clear()
-        (data / DIGESTS_FILE).write_bytes(orjson.dumps({"offset": n, "digest": digest}) + b"\n")
-
-        sink = Console(file=open(os.devnull, "w"), force_terminal=True, width=120)  # noqa: SIM115
-
-        def state() -> float:
-            inputs = open_inputs(data, apps_path=REPO / "conf" / "apps")
-            engine, _ = start_engine(inputs, target=n)
-            with display("state", 0, n, True, sink) as bar:
-                run_s, _ = timed(
-                    lambda: Replayer(inputs.source).run(engine, to_offset=n, progress=bar)
-                )
-            assert engine.digest() == digest
-            return run_s
-
-        state_s, run_s = timed(state)
-
-        def check() -> Any:
-            inputs = open_inputs(data, apps_path=REPO / "conf" / "apps")
-            with display("verify", 0, n, True, sink) as bar:
-                return verify(inputs, Replayer(inputs.source, threading.Event()), progress=bar)
-
-        verify_s, report = timed(check)
-        assert report.ok and report.checked == 1, report
-    rate = {
-        "decode": n / decode_s,
-        "apply": n / apply_s,
-        "apply_gc_on": n / apply_gc_s,
-        "replay": n / run_s,
-        "state": n / state_s,
-        "verify": n / verify_s,
-    }
+        log_bytes = write_log(data, n)
+        cases = Cases(data, n)
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(args.repeat):
+            for name in names:
+                if name == "state":
+                    (data / DIGESTS_FILE).write_bytes(
+                        orjson.dumps({"offset": n, "digest": cases.digest}) + b"\n"
+                    )
+                samples[name].append(getattr(cases, name)())
+    info["loadavg_end"] = os.getloadavg()
+    seconds = {k: statistics.median(v) for k, v in samples.items()}
+    rate = {k: n / s for k, s in seconds.items()}
     result = {
         "machine": info,
         "events": n,
+        "repeat": args.repeat,
         "log_bytes": log_bytes,
         "seconds": {
-            "decode": decode_s,
-            "apply": apply_s,
-            "digest": digest_s,
-            "state": state_s,
-            "verify": verify_s,
+            k: {"median": seconds[k], "min": min(v), "max": max(v)} for k, v in samples.items()
         },
         "events_per_s": rate,
         "replay_rate_over_apply": rate["replay"] / rate["apply"],
-        "state_over_apply_plus_digest": (apply_s + digest_s) / state_s,
-        "verify_time_over_state": verify_s / state_s,
+        "sequential_bound_over_apply": 1 / (1 + rate["apply"] / rate["read"]),
+        "verify_time_over_state": seconds["verify"] / seconds["state"],
         "targets": {"replay_rate_over_apply_min": 0.9, "verify_time_over_state_max": 2.0},
     }
+
+    def line(label: str, key: str, note: str = "") -> str:
+        lo, hi = min(samples[key]), max(samples[key])
+        return (f"  {label:28s}{rate[key]:>10,.0f} ev/s {seconds[key]:7.2f} s"
+                f" [{lo:.2f}..{hi:.2f}]{note}")  # fmt: skip
+
     lines = [
-        f"replay of {n:,} API-M events ({log_bytes / 1e6:.0f} MB of log), "
-        f"{info['cpu_model']}, load {info['loadavg_start'][0]:.2f}",
-        f"  decode (orjson, reference)  {rate['decode']:>12,.0f} ev/s  {decode_s:7.2f} s",
-        f"  apply (in memory, ceiling)  {rate['apply']:>12,.0f} ev/s  {apply_s:7.2f} s"
-        f"  (+ digest {digest_s:.2f} s)",
-        f"  apply, collector on (node)  {rate['apply_gc_on']:>12,.0f} ev/s  {apply_gc_s:7.2f} s",
-        f"  replay (read+check+apply)   {rate['replay']:>12,.0f} ev/s  {run_s:7.2f} s"
-        f"  = {result['replay_rate_over_apply']:.2f} of apply's rate (target >= 0.90),"
-        " progress on",
-        f"  replay state (+ digest)     {rate['state']:>12,.0f} ev/s  {state_s:7.2f} s"
-        f"  = {result['state_over_apply_plus_digest']:.2f} of apply + digest's rate",
-        f"  replay verify               {rate['verify']:>12,.0f} ev/s  {verify_s:7.2f} s"
-        f"  = {result['verify_time_over_state']:.2f}x the time of state (target <= 2)",
-    ]
+        f"replay of {n:,} API-M events ({log_bytes / 1e6:.0f} MB of log), {info['cpu_model']},"
+        f" median of {args.repeat},"
+        f" load {info['loadavg_start'][0]:.2f}..{info['loadavg_end'][0]:.2f}",
+        line("decode (orjson)", "decode"),
+        line("apply (in memory, ceiling)", "apply"),
+        line("read only (LogSource)", "read",
+             f"  bound 1/(1/apply+1/read) = {result['sequential_bound_over_apply']:.2f} of apply"),
+        line("replay (progress on)", "replay",
+             f"  = {result['replay_rate_over_apply']:.2f} of apply (target >= 0.90)"),
+        line("state (+ open, digest)", "state"),
+        line("verify (+ open, digest)", "verify",
+             f"  = {result['verify_time_over_state']:.2f}x the time of state (target <= 2)"),
+    ]  # fmt: skip
     print("\n".join(lines))
     if args.save:
         stamp = time.strftime("%Y-%m-%dT%H%M%S")
