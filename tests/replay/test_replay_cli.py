@@ -388,3 +388,40 @@ def test_a_where_expression_is_parsed_not_evaluated(data: DataDir) -> None:
     assert pick({"a": 1}) and pick({"a": 2, "b": "y", "c": 3}) and not pick({"a": 2, "b": "x"})
     assert not compile_where("a < 'z'")({"a": 3})  # a number and a string: false, no error
     assert compile_where("missing == missing2")({})  # two nulls are equal (Store Query rule)
+
+
+def test_a_log_whose_start_retention_deleted_replays_from_a_snapshot(tmp_path: Path) -> None:
+    """Segments below the snapshots are gone: from scratch is refused (saying why); state
+    and verify start from a snapshot (verify: the oldest, so it checks the newer one)."""
+    from walrep.log.config import LogConfig
+
+    path = tmp_path / "data"
+    limits = {
+        "max_event_bytes": 16 * 1024,
+        "max_batch_bytes": 320 * 1024,
+        "compress_threshold_bytes": 10**9,
+    }  # frames of 250 events, one per segment
+    wal = Wal.open(path, LogConfig(segment_bytes_max=400 * 1024, **limits))
+    data = write_log(tmp_path / "straight", N)
+    for i in range(0, N, 250):
+        wal.append_sync([r.event for r in data.records[i : i + 250]],
+                        epoch=1 if i < N // 2 else 2, ingest_time_ms=BASE_MS + i)  # fmt: skip
+    start = wal.delete_before(1200)
+    wal.close()
+    assert 0 < start <= 1200
+    cut = DataDir(path, data.records, data.apps)
+    save_snapshot(cut, 1200)
+    save_snapshot(cut, 2000)
+    write_chain(cut, [2500])
+
+    done = replay(
+        "state", "--data", path, "--apps", APPS_DIR, "--to-offset", 2500, "--from-scratch"
+    )
+    assert done.exit_code == 2 and f"starts at offset {start}" in done.output
+    doc = as_json(
+        replay("state", "--data", path, "--apps", APPS_DIR, "--to-offset", 2500, "--json")
+    )
+    assert doc["start"]["offset"] == 2000 and doc["digest"] == data.engine_at(2500).digest()
+    doc = as_json(replay("verify", "--data", path, "--apps", APPS_DIR, "--json"))
+    assert doc["ok"] and doc["start"]["offset"] == 1200 and doc["checked"] == 2
+    assert any("not recomputed" in note for note in doc["notes"])

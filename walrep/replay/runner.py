@@ -110,8 +110,11 @@ def start_engine(
     snapshot_id: str | None = None,
     from_scratch: bool = False,
     apps: Sequence[App] | None = None,
+    oldest: bool = False,
 ) -> tuple[Engine, StartPoint]:
-    """The engine a replay to ``target`` starts with (see the module docstring)."""
+    """The engine a replay to ``target`` starts with (see the module docstring);
+    ``oldest``: the oldest usable snapshot instead of the newest (``verify``: the most
+    recorded digests lie after it)."""
     chosen = list(inputs.apps if apps is None else apps)
     if from_scratch or inputs.snapshots is None:
         if snapshot_id is not None:
@@ -119,7 +122,8 @@ def start_engine(
                 f"--snapshot {snapshot_id}: there is no snapshot store to read it from"
             )
         return fresh_engine(chosen, inputs.source), StartPoint(0)
-    return asyncio.run(_from_store(inputs.snapshots, inputs.source, chosen, target, snapshot_id))
+    store, source = inputs.snapshots, inputs.source
+    return asyncio.run(_from_store(store, source, chosen, target, snapshot_id, oldest))
 
 
 async def _from_store(
@@ -128,12 +132,14 @@ async def _from_store(
     apps: list[App],
     target: int | None,
     snapshot_id: str | None,
+    oldest: bool,
 ) -> tuple[Engine, StartPoint]:
     try:
         if snapshot_id is not None:
             return await _named(store, source, apps, target, SnapshotId(snapshot_id))
         notes: list[str] = []
-        for info in await store.list():
+        listed = await store.list()
+        for info in reversed(listed) if oldest else listed:
             why = refusal(info.meta, source, apps, target) if info.meta is not None else None
             if why is not None:
                 notes.append(f"snapshot {info.id} (offset {info.offset}) not used: {why}")
