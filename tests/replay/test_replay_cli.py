@@ -425,3 +425,90 @@ def test_a_log_whose_start_retention_deleted_replays_from_a_snapshot(tmp_path: P
     doc = as_json(replay("verify", "--data", path, "--apps", APPS_DIR, "--json"))
     assert doc["ok"] and doc["start"]["offset"] == 1200 and doc["checked"] == 2
     assert any("not recomputed" in note for note in doc["notes"])
+
+
+def multi_segment_log(tmp_path: Path, data: DataDir) -> Path:
+    """``data``'s records in a log of one 250-event frame per segment."""
+    from walrep.log.config import LogConfig
+
+    path = tmp_path / "segments"
+    limits = {"max_event_bytes": 16 * 1024, "max_batch_bytes": 320 * 1024,
+              "compress_threshold_bytes": 10**9}  # fmt: skip
+    wal = Wal.open(path, LogConfig(segment_bytes_max=400 * 1024, **limits))
+    for i in range(0, N, 250):
+        wal.append_sync([r.event for r in data.records[i : i + 250]],
+                        epoch=1 if i < N // 2 else 2, ingest_time_ms=BASE_MS + i)  # fmt: skip
+    wal.close()
+    return path
+
+
+def test_segments_missing_in_the_range_are_named_and_can_be_skipped(
+    data: DataDir, tmp_path: Path
+) -> None:
+    path = multi_segment_log(tmp_path, data)
+    (path / f"{1000:020d}.wal").unlink()  # offsets 1000..1249 are gone
+    (path / f"{1000:020d}.idx").unlink(missing_ok=True)
+    done = replay("state", "--data", path, "--apps", APPS_DIR, "--to-offset", 2000)
+    assert done.exit_code == 2
+    assert "damaged at offset 1000" in done.output and "1000..1249 missing" in done.output
+    # Before the hole a replay is fine; with --skip-damaged it goes through it.
+    ok = as_json(replay("state", "--data", path, "--apps", APPS_DIR, "--to-offset", 1000, "--json"))
+    assert ok["digest"] == data.engine_at(1000).digest()
+    doc = as_json(replay("state", "--data", path, "--apps", APPS_DIR, "--to-offset", 2000,
+                         "--skip-damaged", "--json"))  # fmt: skip
+    assert [(s["from"], s["to"]) for s in doc["skipped"]] == [(1000, 1250)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mariadb", "postgresql"])
+def test_snapshots_in_the_database_are_read_never_written(
+    data: DataDir, tmp_path: Path, backend: str
+) -> None:
+    """The config's database store: a replay starts from its snapshot and verify checks
+    it; the store's rows (fence, headers, chunks) are the same afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from tests.services import require_service
+    from walrep.db import create_engine, normalize_url
+    from walrep.engine.snapshots import DbSnapshotStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cluster.db'}" if backend == "sqlite" else (
+        require_service(backend))  # fmt: skip
+    group = f"replay-{uuid.uuid4().hex[:10]}"
+    state = data.engine_at(1500).state_bytes()
+    meta = save_snapshot(data, 1500)
+
+    async def save_and_count() -> list[int]:
+        engine = create_engine(normalize_url(url))
+        store = DbSnapshotStore(engine, group_id=group)
+        await store.setup()
+        await store.save(meta, state)
+        return await count_rows(engine)
+
+    async def count_rows(engine: Any) -> list[int]:
+        counts = []
+        async with engine.connect() as conn:
+            for table in ("walrep_snapshots", "walrep_snapshots_chunks", "walrep_snapshots_fence"):
+                q = sa.text(f"SELECT COUNT(*) FROM {table} WHERE group_id = :g")
+                counts.append((await conn.execute(q, {"g": group})).scalar_one())
+        await engine.dispose()
+        return counts
+
+    before = asyncio.run(save_and_count())
+    shutil.rmtree(data.path / "snapshots")  # only the database holds the snapshot now
+    conf = tmp_path / "node.yaml"
+    conf.write_text(
+        f'node: {{id: n1, data_dir: "{data.path}"}}\n'
+        f"cluster: {{group_id: {group}}}\n"
+        f'engine: {{apps_dir: "{APPS_DIR}"}}\n'
+        f'datasources: [{{name: WALREP_DB, url: "{url}"}}]\n'
+    )
+    doc = as_json(replay("state", "--data", data.path, "-c", conf, "--to-offset", 2000, "--json"))
+    assert doc["start"]["from"] == "snapshot" and doc["start"]["offset"] == 1500
+    assert doc["digest"] == data.engine_at(2000).digest()
+    done = replay("verify", "--data", data.path, "-c", conf, "--json")
+    assert done.exit_code == 0, done.output
+    assert as_json(done)["checked"] == 1
+    after = asyncio.run(count_rows(create_engine(normalize_url(url))))
+    assert after == before and before[0] == 1
