@@ -141,9 +141,10 @@ def test_a_snapshot_of_another_app_version_is_refused_with_a_way_out(
     apps.mkdir()
     source = (APPS_DIR / "apim_analytics.py").read_text()
     (apps / "apim_analytics.py").write_text(source + "\n# edited: a new version\n")
-    (info,) = asyncio.run(FileSnapshotStore(data.path / "snapshots").list())
-    assert info.offset == meta.offset
-    sid = info.id
+    listed = as_json(replay("snapshots", "--data", data.path, "--apps", apps, "--json"))
+    (row,) = listed["snapshots"]
+    assert row["offset"] == meta.offset and "app versions" in row["usable"]
+    sid = row["id"]
     done = replay(
         "state", "--data", data.path, "--apps", apps, "--to-offset", 2000, "--snapshot", sid
     )

@@ -36,7 +36,7 @@ from walrep.replay.events import EventFilter, event_json, iso_ms, selected
 from walrep.replay.inputs import ReplayInputs, apps_from, open_inputs
 from walrep.replay.progress import display, progress_console, progress_wanted
 from walrep.replay.report import aggregation_query, app_summary, pick_app, query_answer
-from walrep.replay.runner import Replayer, start_engine
+from walrep.replay.runner import Replayer, snapshot_list, start_engine
 from walrep.replay.source import LogSource
 from walrep.replay.trace import Tracer, parse_key
 from walrep.replay.verify import verify
@@ -258,6 +258,22 @@ async def _write_sqlite(engine: Engine, path: str, epoch: int) -> int:
         return len(rows)
     finally:
         await sink.close()
+
+
+# --- snapshots ---------------------------------------------------------------------------
+
+
+@replay_group.command("snapshots")
+@_common
+def snapshots_cmd(common: Common) -> None:
+    """The snapshots a replay may start from (ids for --snapshot), newest first."""
+    with _errors():
+        inputs = common.inputs()
+        if inputs.snapshots is None:
+            raise _InputError(f"no snapshot store: give -c CONF, or {common.data}/snapshots")
+        rows = asyncio.run(snapshot_list(inputs))
+    doc = {"store": inputs.snapshots.where, "snapshots": rows}
+    _emit(doc, common.as_json, None, lambda c: printing.print_snapshots(c, doc))
 
 
 # --- verify ------------------------------------------------------------------------------

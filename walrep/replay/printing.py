@@ -117,3 +117,11 @@ def print_diff(console: Console, doc: dict[str, Any]) -> None:
         console.print(f"  row {orjson.dumps(ex).decode()}", markup=False, highlight=False)
     for ex in doc["output_examples"]:
         console.print(f"  output {orjson.dumps(ex).decode()}", markup=False, highlight=False)
+
+
+def print_snapshots(console: Console, doc: dict[str, Any]) -> None:
+    table = Table("id", "epoch", "offset", "created", "usable here", title=doc["store"])
+    for row in doc["snapshots"]:
+        created = iso_ms(row["created_ms"]) if "created_ms" in row else "-"
+        table.add_row(row["id"], str(row["epoch"]), f"{row['offset']:,}", created, row["usable"])
+    console.print(table)

@@ -309,3 +309,31 @@ class Replayer:
             if self.stop.is_set():
                 result.interrupted = True
                 break
+
+
+async def snapshot_list(inputs: ReplayInputs) -> list[dict[str, object]]:
+    """Every snapshot in the store, newest first: id, epoch, offset, when, app versions,
+    and whether a replay of this log may start from it (else why not). Reads metadata
+    only (``list``), no state."""
+    store = inputs.snapshots
+    if store is None:
+        return []
+    out: list[dict[str, object]] = []
+    try:
+        for info in await store.list():
+            meta = info.meta
+            row: dict[str, object] = {"id": info.id, "epoch": info.epoch, "offset": info.offset}
+            if meta is None:
+                row["usable"] = "damaged: its metadata does not read"
+            else:
+                why = refusal(meta, inputs.source, inputs.apps, None)
+                row |= {
+                    "created_ms": meta.created_ms,
+                    "digest": meta.digest,
+                    "app_versions": dict(meta.app_versions),
+                    "usable": "yes" if why is None else why,
+                }
+            out.append(row)
+    finally:
+        await store.close()
+    return out
