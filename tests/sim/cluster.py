@@ -212,6 +212,7 @@ class Simulation:
         other = self.nodes[node.peer]
         other.diverged = True
         other.disk.drop_copies()  # backups of a written-off history are never restored
+        node.disk.drop_copies()  # nor the winner's from before: they may hold it too (740670)
         self.note(f"{node.name} forced in: {len(lost)} acked events written off ({reason})")
 
     def on_digest(self, node: Node, point: DigestPoint) -> None:

@@ -132,8 +132,12 @@ def test_the_same_seed_gives_the_same_trace() -> None:
 # every snapshot left (the one at 585 was trimmed): it could not rebuild its engine. A
 # snapshot whose epoch at offset - 1 matches the node's log is the writer's committed
 # prefix: usable once durable here, and it raises the floor (walrep.node.restore).
+# 740670 (a simulator fault): a node wiped, then forced in from its empty log, later got
+# a backup of its own from before the wipe: the history the takeover wrote off (its
+# committed floor 78 in it). The node refused to be cut below that floor, as it must; the
+# simulator now drops both nodes' backups at a forced takeover, as it meant to.
 REGRESSION_SEEDS = [
-    2234, 9169, 400, 1564, 1023, 3338, 2396, 101482, 200368, 300164, 720939, 721336
+    2234, 9169, 400, 1564, 1023, 3338, 2396, 101482, 200368, 300164, 720939, 721336, 740670
 ]  # fmt: skip
 
 
