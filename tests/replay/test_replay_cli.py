@@ -331,6 +331,9 @@ def test_trace_finds_exactly_the_events_that_changed_a_key(data: DataDir) -> Non
 def test_trace_of_a_key_no_state_has_is_a_clear_error(data: DataDir) -> None:
     done = replay("trace", "--data", data.path, "--apps", APPS_DIR, "--key", "nosuch=1")
     assert done.exit_code == 2 and "no state is keyed by ['nosuch']" in done.output
+    done = replay("trace", "--data", data.path, "--apps", APPS_DIR, "--key", "apiName=x",
+                  "--per", "fortnights")  # fmt: skip
+    assert done.exit_code == 2 and "--per 'fortnights': not a duration" in done.output
 
 
 # --- diff ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 
 from walrep.engine.app import App
 from walrep.engine.core import Engine, TableRow
+from walrep.engine.timeunits import Duration
 from walrep.engine.types import AggregationSchema, AggRow, Value
 from walrep.log.types import Record
 from walrep.replay.errors import ReplayError
@@ -146,7 +147,11 @@ class Tracer:
     ) -> None:
         self.leader = leader
         self.targets = {t.schema.name: t for t in targets(leader, key, aggregation)}
-        self.per = per
+        try:
+            self.per = None if per is None else Duration.parse(per).value
+        except ValueError:
+            names = ", ".join(d.value for d in Duration)
+            raise ReplayError(f"--per {per!r}: not a duration ({names})") from None
         self.follower = Engine.restore(
             apps, leader.state_bytes(), digest_interval=leader.digest_interval
         )
