@@ -25,7 +25,7 @@ test: lint
 	$(BIN)/pytest -q
 
 bench: venv
-	$(BIN)/python benchmarks/log_append.py
+	$(BIN)/walrep bench all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

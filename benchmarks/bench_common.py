@@ -6,7 +6,6 @@ Imported by the scripts in this folder as ``bench_common`` (they run as
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import subprocess
@@ -14,6 +13,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from walrep.bench.machine import cpu_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,12 +47,7 @@ def machine_info(bench_dir: Path, watched: Sequence[str]) -> dict[str, Any]:
     """CPU, Python, file system of ``bench_dir``, load, commit, and uncommitted changes
     under the ``watched`` paths (the code the benchmark measures)."""
     fstype, device, mount = filesystem_of(bench_dir)
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     changes = _git("status", "--porcelain", "--untracked-files=no", "--", *watched)
     return {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),

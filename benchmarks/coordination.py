@@ -707,6 +707,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--failovers", type=int, help="crashes and switchovers each (default 10)")
     parser.add_argument("--quick", action="store_true", help="defaults 200 iterations, 3 failovers")
     parser.add_argument("--save", action="store_true", help=f"write JSON to {RESULTS}")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="SQLite file dir")
     parser.add_argument("--mariadb-url", default=DEFAULT_URLS["mariadb"])
     parser.add_argument("--postgres-url", default=DEFAULT_URLS["postgresql"])
@@ -777,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "imply on average). ratio: p50 / limit."
     )
     print(f"\n{text}\n\n{note}\n\n{failover_summary(results, timing, bounds)}")
-    if args.save:
+    if args.save or args.json:
         RESULTS.mkdir(exist_ok=True)
         out = RESULTS / f"coordination-{datetime.now().strftime('%Y-%m-%d')}.json"
         document = {
@@ -805,8 +806,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
             "backends": results,
         }
-        out.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"saved {out}")
+        if args.json:
+            args.json.write_text(json.dumps(document, indent=2) + "\n")
+        if args.save:
+            out.write_text(json.dumps(document, indent=2) + "\n")
+            print(f"saved {out}")
     return 0
 
 

@@ -65,6 +65,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from walrep.bench.machine import cpu_model  # noqa: E402
 from walrep.db import create_engine, normalize_url  # noqa: E402
 from walrep.engine.app import App, count  # noqa: E402
 from walrep.engine.canonical import FORMAT_VERSION, digest_of  # noqa: E402
@@ -343,14 +344,7 @@ def keys_engine(k: int) -> tuple[Engine, list[Record], App]:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu_model": cpu,
@@ -373,6 +367,7 @@ def main() -> None:
     parser.add_argument("--keys", default="10000,100000,1000000")
     parser.add_argument("--quick", action="store_true", help="20k events, 1 round, keys 10k,100k")
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.quick:
         args.events, args.repeat, args.keys = 20_000, 1, "10000,100000"
@@ -518,7 +513,7 @@ def main() -> None:
         )
     text = "\n".join(lines)
     print(text)
-    if args.save:
+    if args.save or args.json:
         stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
         out = REPO / "benchmarks" / "results" / f"engine_apply-{stamp}"
         doc = {
@@ -530,6 +525,10 @@ def main() -> None:
             "capture": captures,
             "snapshots": snapshots,
         }
+        if args.json:
+            args.json.write_text(json.dumps(doc, indent=2))
+        if not args.save:
+            return
         out.with_suffix(".json").write_text(json.dumps(doc, indent=2))
         out.with_suffix(".txt").write_text(text + "\n")
         print(f"saved {out}.json and .txt")

@@ -429,6 +429,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all cases (median)")
     parser.add_argument("--quick", action="store_true", help="0.3 s per case, 1 round")
     parser.add_argument("--save", action="store_true", help=f"write JSON + text to {RESULTS}")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--warmup", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("CASE", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -500,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "walrep events/s / events/s of the raw run of the same batch size run next to it"
     )
     print(f"\n{text}\n\n{note}")
-    if args.save:
+    if args.save or args.json:
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
         settings = {"seconds": args.seconds, "warmup": args.warmup, "repeat": args.repeat}
@@ -513,6 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": rows,
             "runs": [r.as_dict() for r in runs],
         }
+        if args.json:
+            args.json.write_text(json.dumps(document, indent=2) + "\n")
+        if not args.save:
+            return 0
         out = RESULTS / f"log_append-{stamp}.json"
         out.write_text(json.dumps(document, indent=2) + "\n")
         header = f"{info['date']}  commit {info['walrep_commit']}  {info['filesystem']}\n"

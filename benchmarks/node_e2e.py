@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -228,14 +229,20 @@ async def open_loop_case(
     """Single events over TCP at a fixed offered rate, whatever the answers do (open
     loop): each latency runs from the moment the event was *due*, so a stall counts for
     every event that waited behind it (no coordinated omission). At most 1,024 in flight;
-    an event due while that many wait is sent late, and its lateness counts."""
+    an event due while that many wait is sent late, and its lateness counts. Latencies go
+    into an HDR histogram (1 us to 60 s, 3 significant digits: bounded memory), and per
+    100 ms of due time the count and the worst latency (the latency-over-time plot)."""
+    from hdrh.histogram import HdrHistogram
+
     host, port = tcp_url.removeprefix("tcp://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(MAGIC + struct.pack("<H", 1) + b"t")
     await _answer(reader)
     payloads = [orjson.dumps([e]) for e in pool]
     due: dict[int, float] = {}
-    latencies: list[float] = []
+    histogram = HdrHistogram(1, 60_000_000, 3)
+    windows: dict[int, list[float]] = {}  # 100 ms window of due time -> [count, max ms]
+    answered = 0
     failed: list[str] = []
     total = int(seconds * rate_per_s)
     start = time.perf_counter()
@@ -243,9 +250,16 @@ async def open_loop_case(
     room = asyncio.Condition()  # at most 1,024 in flight
 
     async def answers() -> None:
-        while len(latencies) < total:
+        nonlocal answered
+        while answered < total:
             request_id, doc = await _answer(reader)
-            latencies.append(time.perf_counter() - due.pop(request_id))
+            at = due.pop(request_id)
+            latency_s = time.perf_counter() - at
+            histogram.record_value(max(1, int(latency_s * 1e6)))
+            window = windows.setdefault(int((at - start) * 10), [0, 0.0])
+            window[0] += 1
+            window[1] = max(window[1], latency_s * 1000)
+            answered += 1
             if "offsets" not in doc:
                 failed.append(str(doc.get("message")))
             async with room:
@@ -263,15 +277,16 @@ async def open_loop_case(
         writer.write(HEAD.pack(len(payload) + 4, i + 1) + payload)
     await asyncio.wait_for(receiving, 60)
     writer.close()
-    ordered = sorted(latencies)
+    ms = {f"p{q:g}_ms": histogram.get_value_at_percentile(q) / 1000 for q in (50, 90, 99, 99.9)}
     return {
         "case": f"tcp x1 open loop {rate_per_s:,.0f}/s",
         "offered_per_s": rate_per_s,
-        "events": len(latencies) - len(failed),
-        "events_per_s": (len(latencies) - len(failed)) / (time.perf_counter() - start),
-        "p50_ms": ordered[len(ordered) // 2] * 1000,
-        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1000,
-        "max_ms": ordered[-1] * 1000,
+        "events": answered - len(failed),
+        "events_per_s": (answered - len(failed)) / (time.perf_counter() - start),
+        **ms,
+        "max_ms": histogram.get_max_value() / 1000,
+        "histogram": "HDR, 1 us..60 s, 3 significant digits",
+        "over_time": [[k / 10, c, round(m, 3)] for k, (c, m) in sorted(windows.items())],
         "failed": failed[:3] or None,
     }
 
@@ -365,6 +380,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await admin.until(nodes[0], "/active", lambda s, _: s == 200, "node1 active")
             await nodes[1].start()
             status = await admin.until(nodes[0], "/status", lambda _, b: b["in_sync"], "sync")
+            rss: list[list[Any]] = []
+            rss_stop = asyncio.Event()
+            sampler = asyncio.create_task(sample_rss(nodes, rss, rss_stop))
             results.append(await http_case([n.admin for n in nodes], pool, args.seconds))
             for batch, window in ((500, 8), (1, 64)):
                 status = await _active_status(admin, nodes)
@@ -376,6 +394,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results.append(
                 await open_loop_case(status["urls"]["ingest_tcp"], pool, args.seconds, args.rate)
             )
+            rss_stop.set()
+            await sampler
+            results.append(memory_result(nodes, rss))
             results.append(await switchover_case(nodes, admin, pool, args.switchovers))
             results.append(await failover_case(nodes, admin, pool, args.failovers))
         finally:
@@ -390,6 +411,42 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "default cluster and snapshot settings (heartbeat 250 ms, lease TTL 1 s, "
         "snapshots every 60 s, digest every 1,000,000 offsets)",
         "results": results + await nats_cases(pool, args.seconds),
+    }
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def sample_rss(nodes: list[NodeProc], samples: list[list[Any]], stop: asyncio.Event) -> None:
+    """Both nodes' resident memory every 250 ms until ``stop`` (at most 4,000 samples)."""
+    started = time.perf_counter()
+    while not stop.is_set() and len(samples) < 4000:
+        row: list[Any] = [round(time.perf_counter() - started, 2)]
+        row += [_rss_mb(n.proc.pid) if n.proc is not None and n.running else None for n in nodes]
+        samples.append(row)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.25)
+
+
+def memory_result(nodes: list[NodeProc], samples: list[list[Any]]) -> dict[str, Any]:
+    peaks = {
+        n.name: max((row[i + 1] for row in samples if row[i + 1] is not None), default=None)
+        for i, n in enumerate(nodes)
+    }
+    return {
+        "case": "memory (RSS of both nodes under load)",
+        "during": "http x500, tcp x500, tcp x1, open loop",
+        "interval_s": 0.25,
+        "nodes": [n.name for n in nodes],
+        "samples": samples,
+        "max_mb": peaks,
     }
 
 
@@ -410,6 +467,9 @@ def report(doc: dict[str, Any]) -> str:
     for r in doc["results"]:
         if "skipped" in r:
             lines.append(f"{r['case']:36s} skipped: {r['skipped']}")
+        elif "max_mb" in r:
+            peaks = ", ".join(f"{k} {v:.0f} MB" for k, v in r["max_mb"].items() if v is not None)
+            lines.append(f"{r['case']:36s} peak {peaks} ({len(r['samples'])} samples)")
         elif "events_per_s" in r:
             extra = f"  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms" if "p50_ms" in r else ""
             if r.get("failed"):
@@ -440,10 +500,13 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop events/s")
     parser.add_argument("--dir", default=None)
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     doc = asyncio.run(main(args))
     text = report(doc)
     print(text)
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=2))
     if args.save:
         stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
         out = REPO / "benchmarks" / "results" / f"node_e2e-{stamp}"

@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     n = args.events
     names = ["decode", "apply", "read", "replay", "state", "verify"]
@@ -200,6 +201,8 @@ def main() -> None:
              f"  = {result['verify_time_over_state']:.2f}x the time of state (target <= 2)"),
     ]  # fmt: skip
     print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
     if args.save:
         stamp = time.strftime("%Y-%m-%dT%H%M%S")
         RESULTS.mkdir(exist_ok=True)

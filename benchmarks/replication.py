@@ -626,6 +626,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all cases (median)")
     parser.add_argument("--quick", action="store_true", help="0.3 s per case, 1 round")
     parser.add_argument("--save", action="store_true", help=f"write JSON + text to {RESULTS}")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--warmup", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--child", nargs=3, metavar=("IMPL", "WINDOW", "BATCH"), help=argparse.SUPPRESS
@@ -710,7 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "CPU µs/ev L+F: CPU time of the leader + follower process per event (all threads)"
     )
     print(f"\n{text}\n\n{note}")
-    if args.save:
+    if args.save or args.json:
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now().strftime("%Y-%m-%dT%H%M%S")
         settings = {"seconds": args.seconds, "warmup": args.warmup, "repeat": args.repeat}
@@ -724,6 +725,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "summary": rows,
             "runs": [r.as_dict() for r in runs],
         }
+        if args.json:
+            args.json.write_text(json.dumps(document, indent=2) + "\n")
+        if not args.save:
+            return 0
         out = RESULTS / f"replication-{stamp}.json"
         out.write_text(json.dumps(document, indent=2) + "\n")
         header = (

@@ -7,6 +7,7 @@ import logging
 import click
 
 from walrep import __version__
+from walrep.cli.bench_cmd import bench_group
 from walrep.cli.cluster_cmd import cluster_group
 from walrep.cli.config_cmd import config_group
 from walrep.cli.demo import log_demo
@@ -28,6 +29,7 @@ def cli(verbose: bool) -> None:
     )
 
 
+cli.add_command(bench_group)
 cli.add_command(cluster_group)
 cli.add_command(config_group)
 cli.add_command(demo)
