@@ -113,14 +113,21 @@ def test_the_plots_are_drawn_from_the_document(tmp_path: Path) -> None:
     doc = {
         "machine": {"date": "2026-12-01", "cpus_usable": 2, "cpu_model": "cpu"},
         "scenarios": {"x": {"ok": True, "figures": [figure]},
-                      "e2e": {"ok": True, "figures": [], "document": e2e}},
+                      "e2e": {"ok": True, "figures": [], "document": e2e},
+                      "recovery": {"ok": True, "figures": [], "document": {"results": [
+                          {"tail": 0, "open_log_s": 0.1, "restore_s": 0.5, "replay_s": 0.0,
+                           "tail_apply_in_memory_s": 0.0},
+                          {"tail": 5000, "open_log_s": 0.1, "restore_s": 0.5, "replay_s": 0.2,
+                           "tail_apply_in_memory_s": 0.15}]}}},
     }  # fmt: skip
     assert plots.ratios(doc, tmp_path / "r.png") and plots.failover(doc, tmp_path / "f.png")
     assert plots.latency(doc, tmp_path / "l.png") and plots.memory(doc, tmp_path / "m.png")
-    for name in ("r.png", "f.png", "l.png", "m.png"):
+    assert plots.recovery(doc, tmp_path / "c.png")
+    for name in ("r.png", "f.png", "l.png", "m.png", "c.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     doc["scenarios"] = {"x": {"ok": False, "figures": []}}
     assert not plots.ratios(doc, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
     assert not plots.failover(doc, tmp_path / "none.png")
     assert not plots.latency(doc, tmp_path / "none.png")
     assert not plots.memory(doc, tmp_path / "none.png")
+    assert not plots.recovery(doc, tmp_path / "none.png")

@@ -6,7 +6,9 @@
 * ``failover``: the e2e scenario's failovers, one bar per run (SIGKILL to the first
   event accepted by the new active) with the median, and the median of each phase;
 * ``latency``: the e2e open-loop case's worst ack latency per 100 ms of due time;
-* ``memory``: both nodes' resident memory over the e2e load cases.
+* ``memory``: both nodes' resident memory over the e2e load cases;
+* ``recovery``: restart time (open the log, restore the snapshot, replay the tail)
+  against the tail's length, beside the in-memory apply of that tail.
 """
 
 from __future__ import annotations
@@ -121,6 +123,39 @@ def memory(document: dict[str, Any], path: Path) -> bool:
     ax.set_ylabel("RSS (MB)")
     ax.legend(fontsize=8)
     ax.set_title(f"resident memory of both nodes during {case['during']}", fontsize=10)
+    return _save(fig, path)
+
+
+def recovery(document: dict[str, Any], path: Path) -> bool:
+    run = document["scenarios"].get("recovery")
+    if not run or not run["ok"] or run["document"] is None:
+        return False
+    rows = run["document"]["results"]
+    if not rows:
+        return False
+    tails = [r["tail"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    bottom = [0.0] * len(rows)
+    width = max(tails) / (2.5 * len(rows)) if max(tails) else 1.0
+    for key, label in (
+        ("open_log_s", "open the log"),
+        ("restore_s", "restore the snapshot"),
+        ("replay_s", "replay the tail"),
+    ):
+        values = [r[key] for r in rows]
+        ax.bar(tails, values, width=width, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.plot(
+        tails,
+        [r["tail_apply_in_memory_s"] for r in rows],
+        "k--",
+        marker="o",
+        label="in-memory apply of the tail",
+    )
+    ax.set_xlabel("events in the log after the snapshot")
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=8)
+    ax.set_title("restart time against the log tail (API-M app)", fontsize=10)
     return _save(fig, path)
 
 

@@ -348,6 +348,38 @@ def _sql_args(s: Settings) -> list[str]:
     return args + (["--batch", str(s.batch)] if s.batch is not None else [])
 
 
+def _recovery(doc: Doc) -> list[Figure]:
+    out = []
+    for row in doc["results"]:
+        if row["tail"] == 0:
+            out.append(
+                Figure(
+                    "recovery",
+                    "restart with no tail (open log + restore snapshot)",
+                    row["total_s"],
+                    "s",
+                )
+            )
+            continue
+        out.append(
+            Figure(
+                "recovery",
+                f"restart with a tail of {row['tail']:,} events",
+                row["total_s"],
+                "s",
+                "in-memory apply of that tail",
+                row["tail_apply_in_memory_s"],
+                row["total_s"] / row["tail_apply_in_memory_s"],
+            )
+        )
+    return out
+
+
+def _recovery_args(s: Settings) -> list[str]:
+    tails = s.pick("0,50000,100000,200000,400000", "0,20000,50000,100000", "0,5000")
+    return ["--tails", tails]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -366,6 +398,13 @@ SCENARIOS: dict[str, Scenario] = {
             _replication,
         ),
         Scenario(
+            "sql-peers",
+            "sql_peers.py",
+            "walrep append vs SQLite, MariaDB, PostgreSQL inserts",
+            _sql_args,
+            _sql_peers,
+        ),
+        Scenario(
             "coordination",
             "coordination.py",
             "lease calls vs raw CAS; failover, switchover",
@@ -377,6 +416,13 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "replay", "replay.py", "replay vs in-memory apply and orjson", _replay_args, _replay
+        ),
+        Scenario(
+            "recovery",
+            "recovery.py",
+            "restart time against the log tail since the snapshot",
+            _recovery_args,
+            _recovery,
         ),
         Scenario(
             "e2e",

@@ -129,6 +129,7 @@ def _draw(document: dict[str, object], plot: Path | None, default: Path | None) 
         ("failover", plots.failover),
         ("latency", plots.latency),
         ("memory", plots.memory),
+        ("recovery", plots.recovery),
     ):
         beside = target.with_name(f"{target.stem}-{kind}.png")
         if draw(document, beside):
