@@ -358,8 +358,12 @@ def reframe_prefix(
 ) -> bytes:
     """The frame of the batch's events below ``end_offset``: what a truncation keeps of it.
 
-    Same base offset, epoch and ingest time; encoded again (and compressed by the same
-    rule as any batch). ``MalformedFrameError`` if the payload does not decode.
+    Same base offset, epoch and ingest time; encoded again, in the smallest of three
+    forms: by the rule of any batch, lz4 whatever the size, lz4 in high-compression mode
+    (all read back the same way). The smallest, because the prefix replaces the frame in
+    its segment: stored raw under the compression threshold it could be larger than the
+    compressed frame it replaces and push the segment past ``segment_bytes_max`` (found by
+    the log's model test). ``MalformedFrameError`` if the payload does not decode.
     """
     assert header.base_offset < end_offset < header.end_offset, (header, end_offset)
     events = decode_payload(header, payload, max_batch_bytes)
@@ -369,6 +373,13 @@ def reframe_prefix(
         max_batch_bytes=max_batch_bytes,
         compress_threshold_bytes=compress_threshold_bytes,
     )
+    raw = orjson.dumps(events[: end_offset - header.base_offset])
+    for stored in (
+        lz4.block.compress(raw, store_size=True),
+        lz4.block.compress(raw, store_size=True, mode="high_compression", compression=12),
+    ):
+        if len(stored) < len(batch.payload):
+            batch = EncodedBatch(stored, batch.count, FLAG_LZ4, len(raw))
     return build_frame(
         batch,
         base_offset=header.base_offset,
