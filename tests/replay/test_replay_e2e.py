@@ -17,7 +17,7 @@ from tests.e2e.test_node_process import kill_under_load, two_nodes
 from tests.replay.logs import APPS_DIR, write_log
 from walrep.demo.procs import WALREP
 from walrep.node.engine_host import DIGESTS_FILE
-from walrep.replay.inputs import read_digests
+from walrep.node.engine_host import read_digest_chain as read_digests
 
 WAIT_S = 30.0
 

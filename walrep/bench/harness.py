@@ -131,7 +131,7 @@ def machine(root: Path) -> dict[str, Any]:
 
 
 def results_document(
-    root: Path, settings: Settings, runs: Sequence[ScenarioRun], info: dict[str, Any]
+    settings: Settings, runs: Sequence[ScenarioRun], info: dict[str, Any]
 ) -> dict[str, Any]:
     info = {**info, "loadavg_end": os.getloadavg()}
     return {

@@ -178,7 +178,7 @@ def _run(
             verdict = f"done in {run.seconds:.0f} s" if run.ok else f"[red]FAILED[/red] {run.error}"
             bar.update(task, description=verdict, completed=1)
             runs.append(run)
-    document = results_document(root, settings, runs, info)
+    document = results_document(settings, runs, info)
     (results / name).write_text(json.dumps(document, indent=2) + "\n")
     if json_out is not None:
         json_out.write_text(json.dumps(document, indent=2) + "\n")

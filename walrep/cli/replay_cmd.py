@@ -205,8 +205,8 @@ def state_cmd(
         raise click.UsageError("give one of --to-offset N or --until ISO-TIME")
     if snapshot_id is not None and from_scratch:
         raise click.UsageError("--snapshot and --from-scratch exclude each other")
-    if (aggregation is None) != (per is None and query is None) and query is None:
-        raise click.UsageError("--aggregation NAME goes with --per DURATION (or --query)")
+    if (aggregation is None) != (per is None and query is None):
+        raise click.UsageError("--aggregation NAME goes with --per DURATION or --query TEXT")
     until_ms = _time_ms(until, "--until") if until is not None else None
     stop = threading.Event()
     with _errors():
@@ -234,9 +234,7 @@ def state_cmd(
         }
         if until_ms is not None:
             doc["until"] = iso_ms(until_ms)
-        if aggregation is not None or query is not None:
-            if aggregation is None:
-                raise click.UsageError("--query needs --aggregation NAME (the app it asks)")
+        if aggregation is not None:
             text = query or aggregation_query(engine, aggregation, per or "")
             doc["query"] = query_answer(engine, inputs.apps, aggregation, text)
         if out is not None and out.suffix in SQLITE_SUFFIXES:
@@ -334,10 +332,8 @@ def trace_cmd(
 ) -> None:
     """Every event that changed one key's state: offsets, times, values before and after."""
     stop = threading.Event()
-    pairs = parse_key(key) if "=" in key else None
-    if pairs is None:
-        raise click.BadParameter("expected ATTR=VALUE[,ATTR=VALUE]", param_hint="--key")
     with _errors():
+        pairs = parse_key(key)
         inputs = common.inputs()
         source = inputs.source
         engine, start = start_engine(inputs, target=from_offset, from_scratch=from_scratch)
@@ -459,17 +455,13 @@ def events_cmd(
     out: Path | None,
 ) -> None:
     """Export events as NDJSON, filtered by offsets, ingest times, stream and a condition."""
-    keep = EventFilter(
-        _time_ms(since, "--since") if since is not None else None,
-        _time_ms(until, "--until") if until is not None else None,
-        stream,
-        None,
-    )
+    since_ms = _time_ms(since, "--since") if since is not None else None
+    until_ms = _time_ms(until, "--until") if until is not None else None
     stop = threading.Event()
     written = 0
     with _errors():
-        if where is not None:
-            keep = EventFilter(keep.since_ms, keep.until_ms, keep.stream, compile_where(where))
+        test = compile_where(where) if where is not None else None
+        keep = EventFilter(since_ms, until_ms, stream, test)
         source = LogSource(data, skip_damaged=skip_damaged)
         start = max(from_offset or 0, source.log_start)
         end = min(to_offset, source.log_end) if to_offset is not None else source.log_end

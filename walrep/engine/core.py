@@ -251,7 +251,8 @@ class Engine:
 
     def all_table_rows(self) -> list[TableRow]:
         """Every table row held now, by table name and key."""
-        return [TableRow(t.name, k, v) for rt in self._apps for t in rt.tables for k, v in t.rows()]
+        tables = sorted((t for rt in self._apps for t in rt.tables), key=lambda t: t.name)
+        return [TableRow(t.name, k, v) for t in tables for k, v in t.rows()]
 
     def changed_table_rows(self) -> list[TableRow]:
         """Table rows written since the previous call, sorted by table name and key."""

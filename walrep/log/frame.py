@@ -352,7 +352,6 @@ def reframe_prefix(
     payload: bytes | memoryview,
     end_offset: int,
     *,
-    max_event_bytes: int,
     max_batch_bytes: int,
     compress_threshold_bytes: int,
 ) -> bytes:
@@ -366,14 +365,9 @@ def reframe_prefix(
     the log's model test). ``MalformedFrameError`` if the payload does not decode.
     """
     assert header.base_offset < end_offset < header.end_offset, (header, end_offset)
-    events = decode_payload(header, payload, max_batch_bytes)
-    batch = encode_batch(
-        events[: end_offset - header.base_offset],
-        max_event_bytes=max_event_bytes,
-        max_batch_bytes=max_batch_bytes,
-        compress_threshold_bytes=compress_threshold_bytes,
-    )
-    raw = orjson.dumps(events[: end_offset - header.base_offset])
+    events = decode_payload(header, payload, max_batch_bytes)[: end_offset - header.base_offset]
+    raw = orjson.dumps(events)  # the events of a checked frame: each within its limits
+    batch = pack_payload(raw, len(events), max_batch_bytes, compress_threshold_bytes)
     for stored in (
         lz4.block.compress(raw, store_size=True),
         lz4.block.compress(raw, store_size=True, mode="high_compression", compression=12),

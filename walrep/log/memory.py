@@ -363,7 +363,6 @@ class MemoryLog(LogReader[tuple[MemorySegment, int]]):
                 header,
                 frame[HEADER_SIZE:],
                 offset,
-                max_event_bytes=self._limits.max_event_bytes,
                 max_batch_bytes=self._limits.max_batch_bytes,
                 compress_threshold_bytes=self.config.compress_threshold_bytes,
             )

@@ -64,7 +64,6 @@ def truncate_segments(
                     header,
                     memoryview(frame)[HEADER_SIZE:],
                     offset,
-                    max_event_bytes=limits.max_event_bytes,
                     max_batch_bytes=limits.max_batch_bytes,
                     compress_threshold_bytes=compress_threshold_bytes,
                 )

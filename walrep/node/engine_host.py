@@ -113,7 +113,8 @@ class EngineHost:
     async def open(self, wal: Wal, data_dir: Path) -> Engine:
         """Restore the engine: the newest snapshot this node may use, else from 0."""
         self._digests_path = data_dir / DIGESTS_FILE
-        self._last_digest_offset = _last_recorded_offset(self._digests_path)
+        chain = read_digest_chain(self._digests_path)
+        self._last_digest_offset = chain[-1][0] if chain else -1
         found = await self._restore(wal)
         if found is not None:
             self._restored(found[1])
@@ -259,7 +260,7 @@ class EngineHost:
         path = self._digests_path
         assert path is not None
         if offset <= self._last_digest_offset:
-            recorded = _recorded_digest(path, offset)
+            recorded = dict(read_digest_chain(path)).get(offset)
             if recorded is not None and recorded != digest:
                 raise NondeterminismError(
                     f"the engine's digest at offset {offset} is {digest}, "
@@ -432,26 +433,17 @@ def _holds(node: Node, epoch: int) -> bool:
     return core is not None and _still_active(node, epoch) and core.holds_lease_at(node.now_ms())
 
 
-def _last_recorded_offset(path: Path) -> int:
+def read_digest_chain(path: Path) -> list[tuple[int, str]]:
+    """The digest chain a node recorded (``DIGESTS_FILE``): ``(offset, digest)`` in file
+    order, none without the file; reading stops at a torn or malformed line (what came
+    before it stands). The one reader of the file: the node and the replay tool."""
     if not path.exists():
-        return -1
-    last = -1
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                last = int(orjson.loads(line)["offset"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                break  # a torn last line: what came before stands
-    return last
-
-
-def _recorded_digest(path: Path, offset: int) -> str | None:
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                doc = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                return None
-            if doc.get("offset") == offset:
-                return str(doc["digest"])
-    return None
+        return []
+    out: list[tuple[int, str]] = []
+    for line in path.read_bytes().splitlines():
+        try:
+            doc = orjson.loads(line)
+            out.append((int(doc["offset"]), str(doc["digest"])))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            break
+    return out

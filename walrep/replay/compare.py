@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from walrep.log.types import Record
-from walrep.replay.inputs import read_digests
+from walrep.node.engine_host import DIGESTS_FILE, read_digest_chain
 from walrep.replay.runner import Progress
 from walrep.replay.source import LogSource
 
@@ -99,8 +99,8 @@ def compare_logs(
                 if stop is not None and stop.is_set():
                     out.interrupted, out.compared_to = True, a.offset + 1
                     return out
-    theirs = dict(read_digests(right.directory / "digests.ndjson"))
-    for offset, digest in read_digests(left.directory / "digests.ndjson"):
+    theirs = dict(read_digest_chain(right.directory / DIGESTS_FILE))
+    for offset, digest in read_digest_chain(left.directory / DIGESTS_FILE):
         other = theirs.get(offset)
         if other is None:
             continue

@@ -27,7 +27,7 @@ from walrep.engine.timeunits import Duration
 from walrep.engine.types import Value
 from walrep.replay.runner import NO_DIGEST_POINTS, Progress, fresh_engine
 from walrep.replay.source import LogSource
-from walrep.replay.trace import RowId
+from walrep.replay.trace import RowId, row_id, table_row_id
 
 EXAMPLES_MAX: Final = 20
 
@@ -35,9 +35,9 @@ EXAMPLES_MAX: Final = 20
 def _rows(engine: Engine) -> dict[RowId, tuple[Value, ...]]:
     out: dict[RowId, tuple[Value, ...]] = {}
     for r in engine.changed_rows():
-        out[(r.aggregation, r.duration.value, r.agg_timestamp_ms, r.key)] = r.values
+        out[row_id(r)] = r.values
     for t in engine.changed_table_rows():
-        out[(t.table, "", 0, t.key)] = t.values
+        out[table_row_id(t)] = t.values
     return out
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
 from walrep.config.model import WalrepConfig, load_config
 from walrep.engine.app import App
 from walrep.engine.loader import DEFAULT_DIRECTORY, load_app, load_apps
@@ -22,7 +20,7 @@ from walrep.engine.snapshots import FileSnapshotStore, SnapshotId, SnapshotInfo,
 from walrep.engine.snapshots.store import SnapshotReader, SnapshotStore
 from walrep.engine.types import SnapshotMeta
 from walrep.errors import SnapshotError
-from walrep.node.engine_host import DIGESTS_FILE
+from walrep.node.engine_host import DIGESTS_FILE, read_digest_chain
 from walrep.replay.errors import ReplayError
 from walrep.replay.source import LogSource
 
@@ -57,20 +55,7 @@ class ReplayInputs:
     def recorded_digests(self) -> list[tuple[int, str]]:
         """The node's digest chain (``digests.ndjson``): ``(offset, digest)`` in file
         order; a torn last line is ignored (what came before stands)."""
-        return read_digests(self.digests_path)
-
-
-def read_digests(path: Path) -> list[tuple[int, str]]:
-    if not path.exists():
-        return []
-    out: list[tuple[int, str]] = []
-    for line in path.read_bytes().splitlines():
-        try:
-            doc = orjson.loads(line)
-            out.append((int(doc["offset"]), str(doc["digest"])))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            break
-    return out
+        return read_digest_chain(self.digests_path)
 
 
 def apps_from(path: Path) -> list[App]:

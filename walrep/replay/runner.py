@@ -202,7 +202,6 @@ class RunResult:
     epoch: int | None
     interrupted: bool = False
     reached_time: bool = False
-    outputs: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -291,7 +290,6 @@ class Replayer:
                     stop_at = pos + marks[mark] - first
                 piece = batch[pos:stop_at]
                 outputs = [o for o in engine.apply(piece) if not isinstance(o, DigestPoint)]
-                result.outputs += len(outputs)
                 if piece[-1].epoch:
                     result.epoch = piece[-1].epoch
                 if on_records is not None:

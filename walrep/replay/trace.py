@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from walrep.engine.app import App
@@ -28,6 +27,7 @@ from walrep.engine.timeunits import Duration
 from walrep.engine.types import AggregationSchema, AggRow, Value
 from walrep.log.types import Record
 from walrep.replay.errors import ReplayError
+from walrep.replay.events import iso_ms
 
 RowId = tuple[str, str, int, tuple[Any, ...]]  # state, duration ("" for tables), bucket, key
 
@@ -119,14 +119,11 @@ class TracedEvent:
 
     def to_json(self) -> dict[str, Any]:
         r = self.record
-        when = datetime.fromtimestamp(r.ingest_time_ms / 1000, UTC).isoformat(
-            timespec="milliseconds"
-        )
         return {
             "offset": r.offset,
             "epoch": r.epoch,
             "ingest_time_ms": r.ingest_time_ms,
-            "ingest_time": when.replace("+00:00", "Z"),
+            "ingest_time": iso_ms(r.ingest_time_ms),
             "stream": r.event[0],
             "attributes": r.event[1],
             "changes": [c.to_json() for c in self.changes],
@@ -159,9 +156,9 @@ class Tracer:
         self.follower.set_tracking(True)
         self.rows: dict[RowId, tuple[Value, ...]] = {}
         for row in self._agg_rows(leader.all_rows()):
-            self.rows[_row_id(row)] = row.values
+            self.rows[row_id(row)] = row.values
         for trow in self._table_rows(leader.all_table_rows()):
-            self.rows[_table_id(trow)] = trow.values
+            self.rows[table_row_id(trow)] = trow.values
 
     def _agg_rows(self, rows: list[AggRow]) -> Iterator[AggRow]:
         for row in rows:
@@ -195,9 +192,9 @@ class Tracer:
             self.follower.apply([record])
             changes = []
             for row in self._agg_rows(self.follower.changed_rows()):
-                changes.append(self._change(_row_id(row), row.values, row.aggregation, False))
+                changes.append(self._change(row_id(row), row.values, row.aggregation, False))
             for trow in self._table_rows(self.follower.changed_table_rows()):
-                changes.append(self._change(_table_id(trow), trow.values, trow.table, True))
+                changes.append(self._change(table_row_id(trow), trow.values, trow.table, True))
             changes = [c for c in changes if c.before != c.after]
             if changes:
                 out.append(TracedEvent(record, tuple(changes)))
@@ -216,9 +213,9 @@ class Tracer:
         )
 
 
-def _row_id(row: AggRow) -> RowId:
+def row_id(row: AggRow) -> RowId:
     return (row.aggregation, row.duration.value, row.agg_timestamp_ms, row.key)
 
 
-def _table_id(row: TableRow) -> RowId:
+def table_row_id(row: TableRow) -> RowId:
     return (row.table, "", 0, row.key)

@@ -94,7 +94,7 @@ class VerifyReport:
 
 
 async def _load_snapshots(
-    inputs: ReplayInputs, report: VerifyReport
+    inputs: ReplayInputs,
 ) -> list[tuple[SnapshotInfo, SnapshotMeta | None, str | None]]:
     """Every snapshot with its verified meta, or None and why it failed the store's check."""
     store = inputs.snapshots
@@ -126,7 +126,7 @@ def verify(
     """Recompute and compare (see the module docstring)."""
     report = VerifyReport()
     source = inputs.source
-    snapshots = asyncio.run(_load_snapshots(inputs, report))
+    snapshots = asyncio.run(_load_snapshots(inputs))
     expected: dict[int, list[Expectation]] = {}
     for offset, digest in inputs.recorded_digests():
         expected.setdefault(offset, []).append(Expectation(offset, digest, "digest chain"))
